@@ -1,0 +1,76 @@
+"""Couplings applied to the velocities after each integration step (thermostats).
+
+Each coupling is a pytree whose float fields are differentiable; several couplings compose
+when given as a tuple to the integrator, applied in order.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .energy import temperature
+
+
+class Coupling(eqx.Module):
+    """Base class: `apply(velocities, system, dt, key) -> velocities`."""
+
+    needs_key = False
+
+    def apply(self, velocities, system, dt, key):
+        raise NotImplementedError
+
+
+class FrictionThermostat(Coupling):
+    """Multiply every velocity by γ after each step (the reference's `FrictionThermostat(γ)`).
+
+    Not a canonical thermostat: it drains kinetic energy (γ < 1), which also damps the growth
+    of gradients through long trajectories.
+    """
+
+    gamma: float
+
+    def apply(self, velocities, system, dt, key):
+        return velocities * jnp.asarray(self.gamma, velocities.dtype)
+
+
+class BerendsenThermostat(Coupling):
+    """Berendsen weak coupling: v ← λ v, λ² = 1 + (dt/τ)(T0/T − 1).
+
+    Attributes:
+        temperature: target T0 (K, or reduced).
+        tau: coupling time τ (ps, or reduced time), τ ≥ dt.
+    """
+
+    temperature: float
+    tau: float
+
+    def apply(self, velocities, system, dt, key):
+        current = temperature(system.atoms.mass, velocities, system.units.boltzmann)
+        safe = jnp.where(current > 0, current, 1.0)
+        factor = 1.0 + dt / self.tau * (self.temperature / safe - 1.0)
+        scale = jnp.where(current > 0, jnp.sqrt(jnp.maximum(factor, 0.0)), 1.0)
+        return velocities * scale.astype(velocities.dtype)
+
+
+class AndersenThermostat(Coupling):
+    """Andersen thermostat: each atom's velocity is redrawn from Maxwell–Boltzmann at T0 with
+    probability `collision_frequency`·dt per step.
+
+    Attributes:
+        temperature: target T0 (K, or reduced).
+        collision_frequency: ν (1/ps, or reduced 1/time), as OpenMM's AndersenThermostat.
+    """
+
+    temperature: float
+    collision_frequency: float
+    needs_key = True
+
+    def apply(self, velocities, system, dt, key):
+        k_hit, k_vel = jax.random.split(key)
+        n, d = velocities.shape
+        hit = jax.random.uniform(k_hit, (n,), dtype=velocities.dtype) < self.collision_frequency * dt
+        scale = jnp.sqrt(system.units.boltzmann * self.temperature / system.atoms.mass).astype(velocities.dtype)
+        fresh = scale[:, None] * jax.random.normal(k_vel, (n, d), dtype=velocities.dtype)
+        return jnp.where(hit[:, None], fresh, velocities)

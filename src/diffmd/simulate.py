@@ -1,0 +1,222 @@
+"""`simulate`: run a System forward with an integrator inside one compiled `lax.scan`."""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ._checks import concrete_or_none, is_traced
+from .energy import energy_and_forces
+from .integrators import MDState
+from .neighbors import DistanceNeighborFinder, NeighborList, auto_capacity
+
+MAX_REALLOCATIONS = 5
+
+
+class SimulationError(RuntimeError):
+    """A simulation could not produce a trustworthy result (blow-up, list overflow, bad input)."""
+
+
+class Trajectory(eqx.Module):
+    """Result of `simulate`: the final state and the logged records (nothing is mutated).
+
+    Attributes:
+        state: final MDState (coords, velocities, forces, potential_energy, step, …).
+        logs: dict logger name → records stacked along axis 0 (n_records, ...).
+    """
+
+    state: MDState
+    logs: dict
+
+    @property
+    def coords(self) -> Array:
+        """Final coordinates (N, D) — what the reference's `simulate!` returns."""
+        return self.state.coords
+
+    @property
+    def velocities(self) -> Array:
+        return self.state.velocities
+
+
+def _force_fn(system, capacity: int | None):
+    """Returns force_fn(coords, neighbors, step) -> (neighbors, energy, forces)."""
+    finder = system.neighbor_finder
+    uses_list = system.uses_neighbor_list()
+    excluded = system.excluded_pairs().array
+    half_skin = system.neighbor_skin() / 2 if uses_list else 0.0
+
+    def update(coords, neighbors: NeighborList | None, step):
+        if not uses_list:
+            return None
+        if neighbors is None:
+            return finder.build(coords, system.boundary, excluded, capacity)
+        moved = system.boundary.vector(neighbors.reference_coords, jax.lax.stop_gradient(coords))
+        rebuild = jnp.max(jnp.sum(moved * moved, axis=-1)) > half_skin**2
+        if finder.every is not None:
+            rebuild = rebuild | (step % finder.every == 0)
+        return jax.lax.cond(
+            rebuild,
+            lambda: finder.build(coords, system.boundary, excluded, capacity, neighbors.max_count),
+            lambda: neighbors,
+        )
+
+    def force_fn(coords, neighbors, step):
+        neighbors = update(coords, neighbors, step)
+        energy, forces = energy_and_forces(system, coords, neighbors)
+        return neighbors, energy, forces
+
+    return force_fn
+
+
+def _initial_state(system, force_fn, key) -> MDState:
+    neighbors, energy, forces = force_fn(system.coords, None, jnp.int32(0))
+    return MDState(
+        coords=system.coords,
+        velocities=system.velocities.astype(system.coords.dtype),
+        forces=forces.astype(system.coords.dtype),
+        potential_energy=energy,
+        step=jnp.int32(0),
+        key=key,
+        neighbors=neighbors,
+        first_nonfinite_step=jnp.int32(-1),
+    )
+
+
+def _record_interval(loggers: dict) -> int:
+    return reduce(math.gcd, (logger.every for logger in loggers.values()))
+
+
+@eqx.filter_jit
+def _run(system, integrator, n_steps: int, key, capacity: int | None) -> Trajectory:
+    force_fn = _force_fn(system, capacity)
+    state = _initial_state(system, force_fn, key)
+
+    def step(state, _):
+        return integrator.step(state, system, force_fn), None
+
+    def advance(state, n):
+        if n == 0:
+            return state
+        return jax.lax.scan(step, state, None, length=n)[0]
+
+    loggers = system.loggers
+    if not loggers:
+        return Trajectory(advance(state, n_steps), {})
+
+    interval = _record_interval(loggers)
+    n_blocks, remainder = divmod(n_steps, interval)
+
+    def observe(name, logger, state):
+        if logger.every == interval:
+            return logger.observe(state, system)
+        shape = jax.eval_shape(lambda s: logger.observe(s, system), state)
+        zeros = lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+        return jax.lax.cond(state.step % logger.every == 0, lambda: logger.observe(state, system), zeros)
+
+    def block(state, _):
+        state = advance(state, interval)
+        return state, {name: observe(name, logger, state) for name, logger in loggers.items()}
+
+    if n_blocks:
+        state, records = jax.lax.scan(block, state, None, length=n_blocks)
+    else:
+        shapes = {name: jax.eval_shape(lambda s, lg=logger: lg.observe(s, system), state) for name, logger in loggers.items()}
+        records = {name: jax.tree_util.tree_map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), shape) for name, shape in shapes.items()}
+    stride = {name: logger.every // interval for name, logger in loggers.items()}
+    logs = {
+        name: jax.tree_util.tree_map(lambda r, k=stride[name]: r[k - 1 :: k], rec) for name, rec in records.items()
+    }
+    return Trajectory(advance(state, remainder), logs)
+
+
+def _choose_capacity(system) -> int | None:
+    if not system.uses_neighbor_list():
+        return None
+    finder: DistanceNeighborFinder = system.neighbor_finder
+    if finder.capacity is not None:
+        return finder.capacity
+    coords = concrete_or_none(system.coords)
+    if coords is None:
+        raise SimulationError(
+            "cannot size the neighbor list: the starting coordinates are traced. Give the finder a "
+            "capacity, e.g. DistanceNeighborFinder(..., capacity=n) or finder.with_capacity(n)"
+        )
+    with jax.ensure_compile_time_eval():  # concrete even when called under an outer jit
+        count = int(finder.count_pairs(coords, system.boundary, system.excluded_pairs().array))
+    return auto_capacity(count, finder.margin, system.n_atoms)
+
+
+def _check_inputs(system, integrator, n_steps, key):
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+        raise ValueError(f"simulate: n_steps must be a non-negative integer, got {n_steps!r}")
+    if integrator.needs_key and key is None:
+        raise ValueError("simulate: a coupling needs random numbers; pass key=jax.random.PRNGKey(seed)")
+
+
+def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True) -> Trajectory:
+    """Run `n_steps` of `integrator` from `system`'s coordinates and velocities.
+
+    The whole run is one jitted `lax.scan` (compiled once per static configuration and cached);
+    loggers run inside it. Nothing is mutated: the result holds the final state and the logs.
+    Differentiable end to end with `jax.grad` / `jax.jvp` with respect to any float in
+    `system` or `integrator`.
+
+    Args:
+        system: the System.
+        integrator: e.g. VelocityVerlet(dt, coupling=FrictionThermostat(0.95)).
+        n_steps: number of steps (static).
+        key: PRNG key, needed by stochastic couplings (AndersenThermostat).
+        check: raise SimulationError if coordinates become NaN/inf or the neighbor list
+            overflows. Called eagerly, an overflowing list is reallocated and the run repeated;
+            inside jit/grad the error is raised from the compiled code.
+    """
+    _check_inputs(system, integrator, n_steps, key)
+    n_steps = int(n_steps)
+    capacity = _choose_capacity(system)
+    traced = is_traced((system, integrator, key))
+    for _ in range(MAX_REALLOCATIONS + 1):
+        trajectory = _run(system, integrator, n_steps, key, capacity)
+        neighbors = trajectory.state.neighbors
+        if traced:
+            break
+        if neighbors is None or not bool(neighbors.overflowed):
+            break
+        capacity = auto_capacity(int(neighbors.max_count), system.neighbor_finder.margin, system.n_atoms)
+    if not check:
+        return trajectory
+    if traced:
+        return _traced_checks(trajectory)
+    if neighbors is not None and bool(neighbors.overflowed):
+        raise SimulationError(f"neighbor list overflow persisted after {MAX_REALLOCATIONS} reallocations")
+    bad_step = int(trajectory.state.first_nonfinite_step)
+    if bad_step >= 0:
+        raise SimulationError(_blow_up_message(bad_step, integrator))
+    return trajectory
+
+
+def _blow_up_message(step, integrator) -> str:
+    where = f"step {step}" if isinstance(step, int) else "some step"
+    return (
+        f"simulation blew up: coordinates or velocities became NaN/inf at {where}. "
+        f"Reduce the time step (dt = {getattr(integrator, 'dt', '?')}), start from a configuration "
+        "without overlaps (random_coords(..., min_distance=...)), or cap the force (LennardJones(force_cap=...))"
+    )
+
+
+def _traced_checks(trajectory: Trajectory) -> Trajectory:
+    neighbors = trajectory.state.neighbors
+    if neighbors is not None:
+        trajectory = eqx.error_if(
+            trajectory,
+            neighbors.overflowed,
+            "neighbor list overflow: more pairs within the cutoff than the list capacity. Inside "
+            "jit/grad the list cannot be reallocated: give the finder a larger capacity "
+            "(DistanceNeighborFinder(..., capacity=n)) or run once eagerly to size it",
+        )
+    return eqx.error_if(trajectory, trajectory.state.first_nonfinite_step >= 0, _blow_up_message(None, None))
