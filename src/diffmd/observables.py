@@ -26,3 +26,26 @@ def mean_min_separation(coords: Array, boundary) -> Array:
     """Mean over atoms of the distance to the closest other atom (the reference's
     `meanminseparation`)."""
     return jnp.mean(min_separations(coords, boundary))
+
+
+def rdf_histogram(coords: Array, boundary, r_max: float, n_bins: int = 100):
+    """Histogram radial distribution function g(r) of one configuration (or a stack of them,
+    shape (T, N, D), averaged) in a periodic box. Not differentiable (a histogram).
+
+    Returns:
+        (bin centres (n_bins,), g (n_bins,)).
+    """
+    coords = jnp.asarray(coords)
+    frames = coords[None] if coords.ndim == 2 else coords
+    n, d = frames.shape[1], frames.shape[2]
+    edges = jnp.linspace(0.0, r_max, n_bins + 1)
+    upper = jnp.triu(jnp.ones((n, n), dtype=bool), k=1)
+    counts = jnp.zeros(n_bins)
+    for frame in frames:
+        dist = distance_matrix(frame, boundary)[upper]
+        counts = counts + jnp.histogram(dist, bins=edges)[0]
+    counts = counts / frames.shape[0]
+    shell = (jnp.pi * (edges[1:] ** 2 - edges[:-1] ** 2)) if d == 2 else (4.0 / 3.0 * jnp.pi * (edges[1:] ** 3 - edges[:-1] ** 3))
+    density = n / boundary.volume
+    ideal = 0.5 * n * density * shell
+    return 0.5 * (edges[1:] + edges[:-1]), counts / ideal

@@ -1,0 +1,74 @@
+"""Plots used by the examples (matplotlib, headless). Each function writes a file atomically
+and returns its path."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import save_figure  # noqa: E402
+from .observables import rdf_histogram  # noqa: E402
+
+
+def plot_rdf(coords, boundary, path, r_max: float, target: float | None = None, n_bins: int = 60,
+             label: str = "g(r)", title: str | None = None):
+    """Histogram RDF of `coords` ((N, D) or (T, N, D)), with a vertical line at `target`."""
+    r, g = (np.asarray(a) for a in rdf_histogram(coords, boundary, r_max, n_bins))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(r, g, color="tab:blue", label=label)
+    if target is not None:
+        ax.axvline(target, color="purple", linestyle="--", label=f"target distance {target:g}")
+    ax.set_xlabel("r")
+    ax.set_ylabel("g(r)")
+    ax.set_title(title or "Radial distribution function")
+    ax.legend()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_curve(x, y, path, xlabel: str, ylabel: str, title: str = "", hline: float | None = None,
+               vline: float | None = None, marker: str = "o"):
+    """A simple line plot (gradient scans, loss curves), with optional reference lines."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.asarray(x), np.asarray(y), marker=marker, markersize=3)
+    if hline is not None:
+        ax.axhline(hline, color="gray", linewidth=0.8)
+    if vline is not None:
+        ax.axvline(vline, color="purple", linestyle="--", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_atoms(frames: dict, path, bonds=(), box=None, title: str = ""):
+    """Side-by-side pictures of 2-D (or the x-y projection of 3-D) configurations.
+
+    Args:
+        frames: dict label → (N, D) coordinates, e.g. {"before": c0, "after": c1}.
+        bonds: pairs (i, j) drawn as lines.
+        box: (Lx, Ly) limits of the axes.
+    """
+    fig, axes = plt.subplots(1, len(frames), figsize=(4 * len(frames), 4), squeeze=False)
+    for ax, (label, coords) in zip(axes[0], frames.items()):
+        xy = np.asarray(coords)[:, :2]
+        for i, j in bonds:
+            ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="gray", zorder=1)
+        ax.scatter(xy[:, 0], xy[:, 1], s=300, c=np.arange(len(xy)) % 10, cmap="tab10", zorder=2, edgecolors="k")
+        if box is not None:
+            ax.set_xlim(0, box[0])
+            ax.set_ylim(0, box[1])
+        ax.set_aspect("equal")
+        ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
