@@ -82,7 +82,11 @@ class RectangularBoundary(eqx.Module):
     def wrap(self, x: Array) -> Array:
         """Coordinates mapped into [0, side) along every axis."""
         sides = self.sides.astype(x.dtype)
-        return x - sides * jnp.floor(x / sides)
+        wrapped = x - sides * jnp.floor(x / sides)
+        # Rounding can land exactly on L (x a hair below 0) or a hair below 0 (x a hair below
+        # a multiple of L); fold those back so the result is always in [0, L).
+        wrapped = jnp.where(wrapped < 0, wrapped + sides, wrapped)
+        return jnp.where(wrapped >= sides, wrapped - sides, wrapped)
 
     @property
     def volume(self):
@@ -101,7 +105,7 @@ def CubicBoundary(side, n_dims: int = 3) -> RectangularBoundary:
     """A periodic cube (or square for `n_dims=2`) of edge `side` (length units)."""
     if n_dims not in (2, 3):
         raise ValueError(f"CubicBoundary: n_dims must be 2 or 3, got {n_dims}")
-    if jnp.ndim(side) != 0:
+    if np.ndim(side) != 0:  # np.ndim: works on lists, arrays and tracers (jnp.ndim rejects lists)
         raise ValueError("CubicBoundary: side must be a scalar; use RectangularBoundary for unequal sides")
     return RectangularBoundary(jnp.full((n_dims,), side, dtype=jnp.result_type(side, float)))
 

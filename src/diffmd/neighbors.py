@@ -93,6 +93,8 @@ class DistanceNeighborFinder(eqx.Module):
             i, j = np.nonzero(~(eligible & eligible.T))
             keep = i < j
             ineligible = np.stack([i[keep], j[keep]], axis=1).astype(np.int32)
+        if isinstance(ineligible, StaticArray):  # e.g. from with_capacity
+            ineligible = ineligible.array
         self.ineligible = None if ineligible is None else as_static(np.asarray(ineligible).reshape(-1, 2))
         self.capacity = None if capacity is None else int(capacity)
         self.margin = float(margin)
@@ -108,7 +110,8 @@ class DistanceNeighborFinder(eqx.Module):
             raise ValueError(f"DistanceNeighborFinder: margin must be >= 1, got {self.margin}")
 
     def with_capacity(self, capacity: int) -> "DistanceNeighborFinder":
-        return eqx.tree_at(lambda f: f.capacity, self, int(capacity), is_leaf=lambda x: x is None)
+        return DistanceNeighborFinder(self.cutoff, self.every, capacity=capacity, margin=self.margin,
+                                      ineligible=self.ineligible)
 
     def count_pairs(self, coords, boundary, excluded: np.ndarray) -> Array:
         """Number of eligible pairs within the cutoff (int32 scalar)."""

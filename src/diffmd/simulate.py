@@ -141,14 +141,17 @@ def _choose_capacity(system) -> int | None:
     finder: DistanceNeighborFinder = system.neighbor_finder
     if finder.capacity is not None:
         return finder.capacity
-    coords = concrete_or_none(system.coords)
-    if coords is None:
+    # Under grad/jvp the primal values are concrete (stop_gradient exposes them); under
+    # jit/vmap they are not, and the capacity must be given.
+    coords = concrete_or_none(jax.lax.stop_gradient(system.coords))
+    boundary = jax.lax.stop_gradient(system.boundary)
+    if coords is None or is_traced(boundary):
         raise SimulationError(
-            "cannot size the neighbor list: the starting coordinates are traced. Give the finder a "
+            "cannot size the neighbor list: the starting coordinates (or box) are traced. Give the finder a "
             "capacity, e.g. DistanceNeighborFinder(..., capacity=n) or finder.with_capacity(n)"
         )
     with jax.ensure_compile_time_eval():  # concrete even when called under an outer jit
-        count = int(finder.count_pairs(coords, system.boundary, system.excluded_pairs().array))
+        count = int(finder.count_pairs(coords, boundary, system.excluded_pairs().array))
     return auto_capacity(count, finder.margin, system.n_atoms)
 
 
@@ -183,6 +186,8 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True) 
     for _ in range(MAX_REALLOCATIONS + 1):
         trajectory = _run(system, integrator, n_steps, key, capacity)
         neighbors = trajectory.state.neighbors
+        # Also traced when called under an outer jit that closes over a concrete system.
+        traced = traced or is_traced(trajectory.state)
         if traced:
             break
         if neighbors is None or not bool(neighbors.overflowed):

@@ -140,9 +140,9 @@ class System(eqx.Module):
 
     def _check_cutoffs(self):
         finder = self.neighbor_finder
-        half_box = self.boundary.min_side() / 2 if isinstance(self.boundary, RectangularBoundary) else float("inf")
-        if isinstance(self.boundary, RectangularBoundary) and concrete_or_none(self.boundary.sides) is None:
-            half_box = float("inf")  # traced box: cannot check here
+        half_box = float("inf")  # open boundary, or a traced box: cannot check here
+        if isinstance(self.boundary, RectangularBoundary) and concrete_or_none(self.boundary.sides) is not None:
+            half_box = self.boundary.min_side() / 2
         for inter in self.pairwise_inters:
             rc = inter.cutoff_distance
             name = type(inter).__name__
