@@ -35,7 +35,15 @@ class PairwiseInteraction(eqx.Module):
       applied by the base class.
     * `pair_force(r, atoms_i, atoms_j) -> (P,)` — force-only interactions: the magnitude of
       the force along the pair axis, positive when repulsive. No energy is defined.
+
+    A subclass that does not declare `cutoff`, `use_neighbors` or `weight_14` gets the class
+    defaults below (no cutoff, all pairs, 1-4 pairs at full weight).
     """
+
+    # Class-level defaults (not dataclass fields): subclasses override them by declaring fields.
+    cutoff = NoCutoff()
+    use_neighbors = False
+    weight_14 = 1.0
 
     def potential(self, r: Array, atoms_i: Atoms, atoms_j: Atoms) -> Array:
         raise NotImplementedError
@@ -49,12 +57,11 @@ class PairwiseInteraction(eqx.Module):
 
     @property
     def cutoff_distance(self) -> float:
-        return getattr(self, "cutoff", NoCutoff()).distance
+        return self.cutoff.distance
 
     def pair_energy(self, r: Array, atoms_i: Atoms, atoms_j: Atoms) -> Array:
         """Energy of each pair with the cutoff applied, shape (P,)."""
-        cutoff = getattr(self, "cutoff", NoCutoff())
-        return cutoff.apply(lambda rr: self.potential(rr, atoms_i, atoms_j), r)
+        return self.cutoff.apply(lambda rr: self.potential(rr, atoms_i, atoms_j), r)
 
     def potential_14(self, r: Array, atoms_i: Atoms, atoms_j: Atoms) -> Array:
         """Raw energy of 1-4 pairs before `weight_14` (no cutoff, as OpenMM's exceptions)."""
@@ -102,22 +109,32 @@ class SpecificInteraction(eqx.Module):
         return self.indices.shape[0]
 
     def __check_init__(self):
+        name, n = type(self).__name__, self.n_terms
+        if n and self.indices.array.min() < 0:
+            raise ValueError(f"{name}: atom indices must be non-negative (they are 0-based)")
+        k = type(self).atoms_per_term
+        if k is not None and self.indices.shape[1] != k:
+            raise ValueError(f"{name}: indices must have shape (n_terms, {k}), got {self.indices.shape}")
         if not type(self).mergeable:
             return
-        n = self.n_terms
-        for name in type(self).__dataclass_fields__:
-            value = getattr(self, name)
-            if name != "indices" and hasattr(value, "shape") and (value.ndim == 0 or value.shape[0] != n):
+        for field in type(self).__dataclass_fields__:
+            value = getattr(self, field)
+            if field == "indices" or not hasattr(value, "shape"):
+                continue
+            expected = (n,) + tuple(type(self).parameter_shapes.get(field, ()))
+            if tuple(value.shape) != expected:
                 raise ValueError(
-                    f"{type(self).__name__}: {name} has shape {value.shape} but indices has {n} rows; "
-                    "give one value per term"
+                    f"{name}: {field} has shape {tuple(value.shape)} but indices has {n} rows; "
+                    f"expected shape {expected} (one value per term)"
                 )
-        if n and self.indices.array.min() < 0:
-            raise ValueError(f"{type(self).__name__}: atom indices must be non-negative (they are 0-based)")
 
     # Built-in batched types set this: terms of the same type can then be concatenated
     # (so the reference's lists of one-term `HarmonicBond(i, j, r0, k)` become one batch).
     mergeable = False
+    # Optional checks for built-in types: atoms per term (columns of `indices`) and the
+    # trailing shape of each per-term parameter (default: one scalar per term).
+    atoms_per_term = None  # int for built-in types
+    parameter_shapes = {}  # noqa: RUF012 (class attribute, not a field): name -> trailing shape
 
 
 def merge_terms(terms) -> SpecificInteraction:

@@ -26,9 +26,9 @@ def _angle(positions, boundary):
     )
 
 
-def _dihedral(positions, boundary):
+def _dihedral(positions, boundary, name="torsion"):
     if positions.shape[-1] != 3:
-        raise ValueError("torsions need 3-D coordinates")
+        raise ValueError(f"{name}: torsions (dihedral angles) need 3-D coordinates, got {positions.shape[-1]}-D")
     b1 = boundary.vector(positions[:, 0], positions[:, 1])
     b2 = boundary.vector(positions[:, 1], positions[:, 2])
     b3 = boundary.vector(positions[:, 2], positions[:, 3])
@@ -41,7 +41,17 @@ def _float_array(x) -> Array:
 
 
 def _row(*values):
-    return [jnp.asarray(v) for v in values]
+    out = [jnp.asarray(v) for v in values]
+    for v in out:
+        if v.ndim != 0:
+            raise ValueError(f"one-term constructors take scalar parameters, got shape {v.shape}; "
+                             "use the batched class (e.g. HarmonicBonds) for several terms")
+    return out
+
+
+def _like(x: Array, positions: Array) -> Array:
+    """Parameter in the dtype of the coordinates (float32 coordinates stay float32)."""
+    return x.astype(positions.dtype)
 
 
 class HarmonicBonds(SpecificInteraction):
@@ -50,9 +60,11 @@ class HarmonicBonds(SpecificInteraction):
     r0: Array = eqx.field(converter=_float_array)
     k: Array = eqx.field(converter=_float_array)
     mergeable = True
+    atoms_per_term = 2
 
     def energy(self, positions, boundary):
-        return 0.5 * self.k * (_distance(positions, boundary) - self.r0) ** 2
+        k, r0 = _like(self.k, positions), _like(self.r0, positions)
+        return 0.5 * k * (_distance(positions, boundary) - r0) ** 2
 
 
 class MorseBonds(SpecificInteraction):
@@ -62,10 +74,12 @@ class MorseBonds(SpecificInteraction):
     depth: Array = eqx.field(converter=_float_array)
     a: Array = eqx.field(converter=_float_array)
     mergeable = True
+    atoms_per_term = 2
 
     def energy(self, positions, boundary):
-        x = jnp.exp(-self.a * (_distance(positions, boundary) - self.r0))
-        return self.depth * (1.0 - x) ** 2
+        a, r0, depth = (_like(v, positions) for v in (self.a, self.r0, self.depth))
+        x = jnp.exp(-a * (_distance(positions, boundary) - r0))
+        return depth * (1.0 - x) ** 2
 
 
 class HarmonicAngles(SpecificInteraction):
@@ -75,9 +89,11 @@ class HarmonicAngles(SpecificInteraction):
     theta0: Array = eqx.field(converter=_float_array)
     k: Array = eqx.field(converter=_float_array)
     mergeable = True
+    atoms_per_term = 3
 
     def energy(self, positions, boundary):
-        return 0.5 * self.k * (_angle(positions, boundary) - self.theta0) ** 2
+        k, theta0 = _like(self.k, positions), _like(self.theta0, positions)
+        return 0.5 * k * (_angle(positions, boundary) - theta0) ** 2
 
 
 class CosineAngles(SpecificInteraction):
@@ -86,9 +102,11 @@ class CosineAngles(SpecificInteraction):
     theta0: Array = eqx.field(converter=_float_array)
     k: Array = eqx.field(converter=_float_array)
     mergeable = True
+    atoms_per_term = 3
 
     def energy(self, positions, boundary):
-        return self.k * (1.0 + jnp.cos(_angle(positions, boundary) - self.theta0))
+        k, theta0 = _like(self.k, positions), _like(self.theta0, positions)
+        return k * (1.0 + jnp.cos(_angle(positions, boundary) - theta0))
 
 
 class PeriodicTorsions(SpecificInteraction):
@@ -100,10 +118,12 @@ class PeriodicTorsions(SpecificInteraction):
     phase: Array = eqx.field(converter=_float_array)
     k: Array = eqx.field(converter=_float_array)
     mergeable = True
+    atoms_per_term = 4
 
     def energy(self, positions, boundary):
-        phi = _dihedral(positions, boundary)
-        return self.k * (1.0 + jnp.cos(self.periodicity * phi - self.phase))
+        phi = _dihedral(positions, boundary, type(self).__name__)
+        n, phase, k = (_like(v, positions) for v in (self.periodicity, self.phase, self.k))
+        return k * (1.0 + jnp.cos(n * phi - phase))
 
 
 class RBTorsions(SpecificInteraction):
@@ -112,11 +132,17 @@ class RBTorsions(SpecificInteraction):
 
     coefficients: Array = eqx.field(converter=_float_array)
     mergeable = True
+    atoms_per_term = 4
+    parameter_shapes = {"coefficients": (6,)}  # noqa: RUF012
 
     def energy(self, positions, boundary):
-        c = jnp.cos(_dihedral(positions, boundary) - jnp.pi)
-        powers = c[:, None] ** jnp.arange(6)
-        return jnp.sum(self.coefficients * powers, axis=-1)
+        c = jnp.cos(_dihedral(positions, boundary, type(self).__name__) - jnp.pi)
+        # Horner's rule: sum_n C_n c^n with no pow (finite gradients for any sign of c).
+        coefficients = _like(self.coefficients, positions)
+        total = coefficients[:, 5]
+        for n in range(4, -1, -1):
+            total = total * c + coefficients[:, n]
+        return total
 
 
 # One-term constructors with the reference's names and argument order.

@@ -8,8 +8,9 @@ Pairs beyond the cutoff contribute exactly zero energy and zero gradient.
     PlainCutoff(rc)                E = V(r)                              for r < rc
     ShiftedPotentialCutoff(rc)     E = V(r) − V(rc)                      for r < rc
     ShiftedForceCutoff(rc)         E = V(r) − V(rc) − (r − rc) V'(rc)    for r < rc
-    SwitchedCutoff(rs, rc)         E = S(r) V(r), S = 1 − 10x³ + 15x⁴ − 6x⁵,
-                                   x = (r − rs)/(rc − rs) clipped to [0, 1] (OpenMM's switch)
+    SwitchedCutoff(rc, rs)         E = S(r) V(r), S = 1 − 10x³ + 15x⁴ − 6x⁵,
+                                   x = (r − rs)/(rc − rs) clipped to [0, 1] (OpenMM's switch);
+                                   note the order: cutoff first, then switch_distance
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -53,20 +56,36 @@ def _cap_distance(sigma, epsilon, force_cap, iterations: int = 8):
     """Distance r* < 2^(1/6)σ at which the LJ repulsion equals `force_cap`.
 
     Newton's method on log F(log r), which is almost linear (F ∝ r^-13 at short range),
-    from the pure-r^-12 estimate; 8 iterations reach machine precision. Pairs with σ = 0 or
-    ε = 0 get r* = 0 (no cap needed).
+    from the pure-r^-12 estimate; 8 iterations reach machine precision. The iterations run
+    in a loop without gradients (cheap to compile); one final Newton step with live σ, ε
+    leaves the value unchanged at convergence and gives the exact derivative of r* (implicit
+    function theorem). Pairs with σ = 0 or ε = 0 get r* = 0 (no cap needed).
     """
     active = (sigma > 0) & (epsilon > 0)
-    sig = jnp.where(active, sigma, 1.0)
-    eps = jnp.where(active, epsilon, 1.0)
-    u_max = jnp.log(sig) + jnp.log(2.0) / 6.0 - 1e-3  # just inside the repulsive wall
-    u = jnp.minimum((jnp.log(48.0 * eps) + 12.0 * jnp.log(sig) - jnp.log(force_cap)) / 13.0, u_max)
-    for _ in range(iterations):
-        s6 = jnp.exp(6.0 * (jnp.log(sig) - u))
+    log_sig = jnp.log(jnp.where(active, sigma, 1.0))
+    log_eps = jnp.log(jnp.where(active, epsilon, 1.0))
+    log_cap = math.log(force_cap)
+
+    def residual(u, log_sig, log_eps):
+        """h(u) = log F(e^u) − log cap and dh/du."""
+        s6 = jnp.exp(6.0 * (log_sig - u))
         g = 2.0 * s6 * s6 - s6
-        h = jnp.log(24.0 * eps) - u + jnp.log(g) - jnp.log(force_cap)
+        h = math.log(24.0) + log_eps - u + jnp.log(g) - log_cap
         dh = -1.0 + (-24.0 * s6 * s6 + 6.0 * s6) / g
-        u = jnp.minimum(u - h / dh, u_max)
+        return h, dh
+
+    u_max = log_sig + math.log(2.0) / 6.0 - 1e-3  # just inside the repulsive wall
+    frozen_sig, frozen_eps, frozen_max = (jax.lax.stop_gradient(x) for x in (log_sig, log_eps, u_max))
+    u0 = jnp.minimum((math.log(48.0) + frozen_eps + 12.0 * frozen_sig - log_cap) / 13.0, frozen_max)
+
+    def newton(_, u):
+        h, dh = residual(u, frozen_sig, frozen_eps)
+        return jnp.minimum(u - h / dh, frozen_max)
+
+    u = jax.lax.fori_loop(0, iterations, newton, u0)
+    clamped = u >= frozen_max  # tiny caps: r* pinned just inside the minimum
+    h, dh = residual(u, log_sig, log_eps)
+    u = jnp.where(clamped, u_max, u - h / dh)
     return jnp.where(active, jnp.exp(u), 0.0)
 
 
@@ -83,6 +102,8 @@ class LennardJones(PairwiseInteraction):
             Below the distance r* where the LJ force reaches the cap, the potential continues
             linearly, V(r) = V(r*) + cap·(r* − r), so force = −∇E still holds exactly. The
             reference's Molly capped its LJ force at 100 ("a fudge to stop it exploding").
+            Only the repulsive wall is capped: the attractive force never exceeds ≈2.4 ε/σ,
+            so a cap above that bounds every pair force.
 
     Pairs where either atom has σ = 0 or ε = 0 contribute nothing (and no NaN gradients).
     """
