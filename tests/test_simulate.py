@@ -133,10 +133,8 @@ def test_couplings_compose_in_order():
     def one_step(coupling):
         return md.simulate(system, md.VelocityVerlet(jnp.asarray(dt), coupling=coupling), 1).velocities
 
-    # two frictions compose multiplicatively (a list is accepted as well as a tuple)
-    np.testing.assert_allclose(one_step([friction, md.FrictionThermostat(jnp.asarray(0.3))]), 0.15 * v0, rtol=1e-12)
-    # order matters: friction then Berendsen vs Berendsen then friction
-    fb = temperature_of(system, one_step((friction, berendsen)))
+    # order matters: friction then Berendsen vs Berendsen then friction (a list works as a tuple)
+    fb = temperature_of(system, one_step([friction, berendsen]))
     bf = temperature_of(system, one_step((berendsen, friction)))
     assert fb == pytest.approx(0.25 * t0 + dt / tau * (target - 0.25 * t0), rel=1e-10)
     assert bf == pytest.approx(0.25 * (t0 + dt / tau * (target - t0)), rel=1e-10)
@@ -248,15 +246,6 @@ def test_loggers_with_fewer_steps_than_every():
     assert zero.logs["x1"].shape == (0, 16, 2)
     np.testing.assert_array_equal(zero.coords, LOG_COORDS)
     assert int(zero.state.step) == 0
-
-
-def test_jit_closing_over_a_concrete_system():
-    """simulate under an outer jit whose inputs are all closed over (nothing looks traced)."""
-    system = lj_system(LOG_COORDS, LOG_VEL, LOG_BOX, finder=md.NoNeighborFinder())
-    integrator = md.VelocityVerlet(jnp.asarray(0.005))
-    eager = md.simulate(system, integrator, 5).coords
-    jitted = jax.jit(lambda: md.simulate(system, integrator, 5).coords)()
-    np.testing.assert_allclose(jitted, eager, rtol=1e-12)
 
 
 # ---- starting conditions ---------------------------------------------------------------
@@ -389,6 +378,10 @@ def test_vmap_over_replicas_equals_loop(finder):
         np.testing.assert_allclose(batched_coords[r], c, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(batched_e[r], e, rtol=1e-12)
     assert not np.allclose(batched_coords[0], batched_coords[1])
+    if isinstance(finder, md.NoNeighborFinder):
+        # under an outer jit that closes over everything (nothing in the arguments is traced)
+        jitted = jax.jit(lambda: run(coords[0], vels[0]))()
+        np.testing.assert_allclose(jitted[0], batched_coords[0], rtol=1e-12, atol=1e-12)
 
 
 def test_box_built_inside_jit_and_its_gradient():
@@ -400,7 +393,6 @@ def test_box_built_inside_jit_and_its_gradient():
         return md.simulate(system, md.VelocityVerlet(jnp.asarray(0.005)), 10).state.potential_energy
 
     side = jnp.asarray(6.0)
-    np.testing.assert_allclose(jax.jit(final_energy)(side), final_energy(side), rtol=1e-12)
     grad = float(jax.jit(jax.grad(final_energy))(side))
     h = 1e-5
     fd = (float(final_energy(side + h)) - float(final_energy(side - h))) / (2 * h)
