@@ -161,3 +161,13 @@ def test_blow_up_is_reported_with_its_step():
         jax.block_until_ready(jax.jit(lambda c: md.simulate(
             md.System(atoms=s.atoms, coords=c, boundary=s.boundary, pairwise_inters=s.pairwise_inters, units=R),
             md.VelocityVerlet(0.1), 20).coords)(OVERLAP))
+
+
+def test_blow_up_in_open_space_is_detected():
+    """Without a periodic box a blow-up can stay finite (atoms flung to 1e17): still an error."""
+    coords = jnp.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0]])
+    atoms = md.Atoms.uniform(2, mass=1.0, sigma=1.0, epsilon=1.0)
+    system = md.System(atoms, coords, md.NoBoundary(3), pairwise_inters=[md.LennardJones()],
+                       units=md.REDUCED_UNITS)
+    with pytest.raises(md.SimulationError, match="blew up"):
+        md.simulate(system, md.VelocityVerlet(0.1), 20)

@@ -947,8 +947,6 @@ def test_user_force_only_pairwise_interaction(dims):
     np.testing.assert_allclose(np.asarray(jit_forces(as_energy)), expected, rtol=1e-10, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="energy._force_only never adds 1-4 pairs back for force-only pairwise "
-                   "interactions: they are removed from the pair sum and lost (bug outside interactions/)")
 def test_force_only_pairwise_interaction_with_14_pairs():
     """A 1-4 pair should feel weight_14 × the pair force, as it feels weight_14 × the energy of
     an energy-based interaction (compare the energy-based twin of the same potential; the
@@ -1067,3 +1065,16 @@ def test_float32_coordinates_with_default_float64_parameters():
     e, f = jax.eval_shape(md.energy_and_forces, system)
     assert e.dtype == jnp.float32 and f.dtype == jnp.float32
     assert float64_avals(jax.make_jaxpr(md.energy_and_forces)(system)) == []  # parameters cast on entry
+
+
+def test_coincident_atoms_with_force_cap_give_finite_forces():
+    """Two atoms on the same spot: with a force cap the energy is finite and the forces are
+    finite (zero along an undefined direction) rather than NaN."""
+    coords = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.9, 0.5, 0.5]])
+    atoms = md.Atoms(np.ones(3), sigma=np.full(3, 0.3), epsilon=np.ones(3))
+    system = md.System(atoms, coords, md.NoBoundary(3), pairwise_inters=[md.LennardJones(force_cap=100.0)])
+    energy = float(md.potential_energy(system))
+    forces = np.asarray(md.forces(system))
+    assert np.isfinite(energy) and energy > 0
+    assert np.all(np.isfinite(forces))
+    np.testing.assert_allclose(forces[0], forces[1])  # the coincident pair pushes neither

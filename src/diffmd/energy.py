@@ -25,7 +25,11 @@ def _pair_geometry(system, coords, pairs, mask):
     r2 = jnp.sum(d * d, axis=-1)
     if mask is not None:
         r2 = jnp.where(mask, r2, 1.0)
-    return d, jnp.sqrt(r2), _gather(system.atoms, i), _gather(system.atoms, j)
+    # Coincident atoms (r = 0) get a zero-gradient distance instead of a NaN one: with a
+    # force cap the energy stays finite and the force is zero rather than NaN.
+    positive = r2 > 0
+    r = jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)
+    return d, r, _gather(system.atoms, i), _gather(system.atoms, j)
 
 
 def _pair_sets(system, inter, neighbors: NeighborList | None):
@@ -67,6 +71,13 @@ def potential_energy(system, coords: Array | None = None, neighbors: NeighborLis
     return total.astype(coords.dtype)
 
 
+def _add_pair_forces(forces, pairs, d, r, magnitude):
+    """Scatter pair forces of the given magnitude (positive = repulsive) along i→j."""
+    safe_r = jnp.where(r > 0, r, 1.0)
+    f_j = (magnitude / safe_r)[:, None] * d  # repulsive: pushes j away from i
+    return forces.at[pairs[:, 1]].add(f_j).at[pairs[:, 0]].add(-f_j)
+
+
 def _force_only(system, coords, neighbors) -> Array:
     """Forces (N, D) from interactions that define only a force."""
     forces = jnp.zeros_like(coords)
@@ -78,8 +89,12 @@ def _force_only(system, coords, neighbors) -> Array:
         magnitude = inter.capped_pair_force(r, atoms_i, atoms_j)
         if mask is not None:
             magnitude = jnp.where(mask, magnitude, 0.0)
-        f_j = (magnitude / r)[:, None] * d  # repulsive: pushes j away from i
-        forces = forces.at[pairs[:, 1]].add(f_j).at[pairs[:, 0]].add(-f_j)
+        forces = _add_pair_forces(forces, pairs, d, r, magnitude)
+        pairs_14 = system.pairs_14.array
+        if len(pairs_14):
+            d14, r14, a14_i, a14_j = _pair_geometry(system, coords, jnp.asarray(pairs_14), None)
+            magnitude_14 = inter.weight_14 * inter.pair_force(r14, a14_i, a14_j)  # no cutoff, as potential_14
+            forces = _add_pair_forces(forces, jnp.asarray(pairs_14), d14, r14, magnitude_14)
     for inter in system.specific_inters:
         if inter.has_energy or not inter.n_terms:
             continue
@@ -114,8 +129,8 @@ def forces(system, coords: Array | None = None, neighbors: NeighborList | None =
 
 
 def kinetic_energy(masses: Array, velocities: Array) -> Array:
-    """½ Σ m v² (energy units)."""
-    return 0.5 * jnp.sum(masses[:, None] * velocities**2)
+    """½ Σ m v² (energy units), in the dtype of the velocities."""
+    return 0.5 * jnp.sum(masses.astype(velocities.dtype)[:, None] * velocities**2)
 
 
 def temperature(masses: Array, velocities: Array, boltzmann: float, n_dof: int | None = None) -> Array:

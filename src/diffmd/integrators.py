@@ -13,6 +13,9 @@ from .couplers import Coupling
 from .neighbors import NeighborList
 
 
+EXPLODED_COORDINATE = 1e12  # |x| beyond this (length units) counts as a blow-up
+
+
 class MDState(eqx.Module):
     """The dynamic state carried from step to step.
 
@@ -88,6 +91,8 @@ class VelocityVerlet(eqx.Module):
             if coupling.needs_key:
                 key, sub = jax.random.split(key)
             v_new = coupling.apply(v_new, system, dt, sub)
-        finite = jnp.all(jnp.isfinite(x_new)) & jnp.all(jnp.isfinite(v_new))
+        # NaN/inf, or coordinates flung beyond any physical scale (in open space a blow-up
+        # can stay finite: atoms fly off to 1e17).
+        finite = jnp.all(jnp.abs(x_new) < EXPLODED_COORDINATE) & jnp.all(jnp.isfinite(v_new))
         first_bad = jnp.where((state.first_nonfinite_step < 0) & ~finite, step, state.first_nonfinite_step)
         return MDState(x_new, v_new, f_new, energy, step, key, neighbors, first_bad)

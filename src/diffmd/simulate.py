@@ -208,7 +208,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True) 
 def _blow_up_message(step, integrator) -> str:
     where = f"step {step}" if isinstance(step, int) else "some step"
     return (
-        f"simulation blew up: coordinates or velocities became NaN/inf at {where}. "
+        f"simulation blew up: coordinates or velocities became NaN/inf (or coordinates exceeded 1e12) at {where}. "
         f"Reduce the time step (dt = {getattr(integrator, 'dt', '?')}), start from a configuration "
         "without overlaps (random_coords(..., min_distance=...)), or cap the force (LennardJones(force_cap=...))"
     )

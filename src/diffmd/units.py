@@ -39,7 +39,7 @@ class UnitSystem:
 OPENMM_UNITS = UnitSystem(
     name="openmm",
     boltzmann=0.008314462618,
-    coulomb=138.935458,
+    coulomb=138.93545764438198,  # OpenMM's ONE_4PI_EPS0 (8.x), so forces agree to 1e-8
     length="nm",
     time="ps",
     mass="amu",
