@@ -19,7 +19,7 @@ from diffmd.interactions.cutoffs import Cutoff
 BOX = 2.4  # periodic box side (nm); half of it is at least every cutoff below
 RC = 1.0  # cutoff distance
 RS = 0.8  # switching distance
-K_COULOMB = 138.935458  # kJ/mol·nm/e², OpenMM's 1/(4π ε0)
+K_COULOMB = 138.93545764438198  # kJ/mol·nm/e², OpenMM's 1/(4π ε0) (ONE_4PI_EPS0)
 
 
 # ---------------------------------------------------------------------------------------------
