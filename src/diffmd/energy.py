@@ -64,37 +64,62 @@ def potential_energy(system, coords: Array | None = None, neighbors: NeighborLis
         if len(pairs_14):
             _, r14, a14_i, a14_j = _pair_geometry(system, coords, jnp.asarray(pairs_14), None)
             total = total + inter.weight_14 * jnp.sum(inter.potential_14(r14, a14_i, a14_j))
-    for inter in system.specific_inters:
-        if inter.has_energy and inter.n_terms:
-            positions = coords[jnp.asarray(inter.indices.array)]
-            total = total + jnp.sum(inter.energy(positions, system.boundary))
+    total = total + _specific_energy(system, coords)
     return total.astype(coords.dtype)
 
 
 def _add_pair_forces(forces, pairs, d, r, magnitude):
     """Scatter pair forces of the given magnitude (positive = repulsive) along i→j."""
     safe_r = jnp.where(r > 0, r, 1.0)
-    f_j = (magnitude / safe_r)[:, None] * d  # repulsive: pushes j away from i
+    f_j = ((magnitude / safe_r)[:, None] * d).astype(forces.dtype)  # repulsive: pushes j away from i
     return forces.at[pairs[:, 1]].add(f_j).at[pairs[:, 0]].add(-f_j)
 
 
-def _force_only(system, coords, neighbors) -> Array:
-    """Forces (N, D) from interactions that define only a force."""
+def _radial(energy_fn, r):
+    """Per-pair energies V(r) and radial forces −dV/dr, elementwise (forward mode: no gathers
+    or scatters are differentiated, so later derivatives of the force stay cheap)."""
+    energy, slope = jax.jvp(energy_fn, (r,), (jnp.ones_like(r),))
+    return energy, -slope
+
+
+def _pairwise(system, coords, neighbors):
+    """Energy and forces of the pairwise interactions, forces computed pair by pair."""
+    energy = jnp.zeros((), coords.dtype)
     forces = jnp.zeros_like(coords)
+    pairs_14 = jnp.asarray(system.pairs_14.array)
     for inter in system.pairwise_inters:
-        if inter.has_energy:
-            continue
         pairs, mask = _pair_sets(system, inter, neighbors)
         d, r, atoms_i, atoms_j = _pair_geometry(system, coords, pairs, mask)
-        magnitude = inter.capped_pair_force(r, atoms_i, atoms_j)
+        if inter.has_energy:
+            pair_energy, magnitude = _radial(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), r)
+            energy = energy + _masked_sum(pair_energy, mask)
+        else:
+            magnitude = inter.capped_pair_force(r, atoms_i, atoms_j)
         if mask is not None:
             magnitude = jnp.where(mask, magnitude, 0.0)
         forces = _add_pair_forces(forces, pairs, d, r, magnitude)
-        pairs_14 = system.pairs_14.array
-        if len(pairs_14):
-            d14, r14, a14_i, a14_j = _pair_geometry(system, coords, jnp.asarray(pairs_14), None)
-            magnitude_14 = inter.weight_14 * inter.pair_force(r14, a14_i, a14_j)  # no cutoff, as potential_14
-            forces = _add_pair_forces(forces, jnp.asarray(pairs_14), d14, r14, magnitude_14)
+        if len(pairs_14):  # 1-4 pairs: weight_14 × the raw potential (or force), no cutoff
+            d14, r14, a14_i, a14_j = _pair_geometry(system, coords, pairs_14, None)
+            if inter.has_energy:
+                e14, magnitude_14 = _radial(lambda rr: inter.weight_14 * inter.potential_14(rr, a14_i, a14_j), r14)
+                energy = energy + jnp.sum(e14)
+            else:
+                magnitude_14 = inter.weight_14 * inter.pair_force(r14, a14_i, a14_j)
+            forces = _add_pair_forces(forces, pairs_14, d14, r14, magnitude_14)
+    return energy, forces
+
+
+def _specific_energy(system, coords):
+    total = jnp.zeros((), coords.dtype)
+    for inter in system.specific_inters:
+        if inter.has_energy and inter.n_terms:
+            positions = coords[jnp.asarray(inter.indices.array)]
+            total = total + jnp.sum(inter.energy(positions, system.boundary))
+    return total
+
+
+def _specific_force_only(system, coords):
+    forces = jnp.zeros_like(coords)
     for inter in system.specific_inters:
         if inter.has_energy or not inter.n_terms:
             continue
@@ -105,22 +130,25 @@ def _force_only(system, coords, neighbors) -> Array:
                 f"{type(inter).__name__}.force returned shape {term_forces.shape}, "
                 f"expected {index.shape + (coords.shape[1],)}"
             )
-        forces = forces.at[index.reshape(-1)].add(term_forces.reshape(-1, coords.shape[1]))
+        forces = forces.at[index.reshape(-1)].add(term_forces.reshape(-1, coords.shape[1]).astype(forces.dtype))
     return forces
 
 
-def has_force_only(system) -> bool:
-    return any(not inter.has_energy for inter in system.pairwise_inters + system.specific_inters)
-
-
 def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborList | None = None):
-    """(potential energy, forces (N, D)); forces = −∇E plus any force-only interactions."""
+    """(potential energy, forces (N, D)).
+
+    Pairwise forces are computed pair by pair from −dV/dr (exactly −∇E of the pairwise
+    energy); bonded forces by autodiff of the bonded energy; force-only interactions add their
+    forces. The energy covers the energy-based interactions only.
+    """
     coords = system.coords if coords is None else coords
-    energy, gradient = jax.value_and_grad(potential_energy, argnums=1)(system, coords, neighbors)
-    forces = -gradient
-    if has_force_only(system):
-        forces = forces + _force_only(system, coords, neighbors)
-    return energy, forces
+    energy, forces = _pairwise(system, coords, neighbors)
+    if any(inter.has_energy and inter.n_terms for inter in system.specific_inters):
+        bonded, gradient = jax.value_and_grad(_specific_energy, argnums=1)(system, coords)
+        energy, forces = energy + bonded, forces - gradient.astype(forces.dtype)
+    if any(not inter.has_energy for inter in system.specific_inters):
+        forces = forces + _specific_force_only(system, coords)
+    return energy.astype(coords.dtype), forces
 
 
 def forces(system, coords: Array | None = None, neighbors: NeighborList | None = None) -> Array:
