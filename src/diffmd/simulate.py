@@ -92,39 +92,101 @@ def _record_interval(loggers: dict) -> int:
     return reduce(math.gcd, (logger.every for logger in loggers.values()))
 
 
+GRAD_MODES = ("reverse", "checkpointed", "forward")
+
+
+def _segment_steps(n_steps: int, requested: int | None) -> int:
+    """Steps per checkpointed segment: √T by default (memory O(√T) in the number of steps)."""
+    if requested is not None:
+        return max(1, int(requested))
+    return max(1, math.isqrt(max(n_steps, 1) - 1) + 1)
+
+
+def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1):
+    """`lax.scan(body, carry, None, length)` with the memory strategy of `mode`.
+
+    "checkpointed": the items are grouped into segments of `items_per_segment`; only the carry
+    at each segment boundary is kept for the backward pass and a segment is recomputed (with
+    its intermediate values stored) when its turn comes. Outputs are stacked as usual.
+    """
+    if length == 0:
+        return carry, None
+    if mode != "checkpointed":
+        return jax.lax.scan(body, carry, None, length=length)
+    k = min(items_per_segment, length)
+    n_segments, remainder = divmod(length, k)
+
+    @jax.checkpoint
+    def segment(c, _):
+        return jax.lax.scan(body, c, None, length=k)
+
+    carry, outs = jax.lax.scan(segment, carry, None, length=n_segments)
+    outs = jax.tree_util.tree_map(lambda o: o.reshape((n_segments * k,) + o.shape[2:]), outs)
+    if remainder:
+        carry, tail = jax.checkpoint(lambda c: jax.lax.scan(body, c, None, length=remainder))(carry)
+        outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, tail)
+    return carry, outs
+
+
+def _restart(state: MDState, force_fn) -> MDState:
+    """Truncated backpropagation: restart from the state with coordinates and velocities cut
+    from the gradient graph; forces are recomputed so they still depend on the parameters."""
+    coords, velocities = jax.lax.stop_gradient((state.coords, state.velocities))
+    neighbors, energy, forces = force_fn(coords, state.neighbors, state.step)
+    return eqx.tree_at(lambda s: (s.coords, s.velocities, s.forces, s.potential_energy, s.neighbors), state,
+                       (coords, velocities, forces, energy, neighbors), is_leaf=lambda x: x is None)
+
+
 @eqx.filter_jit
-def _run(system, integrator, n_steps: int, key, capacity: int | None) -> Trajectory:
+def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str = "reverse",
+         segment: int | None = None, backprop_window: int | None = None,
+         backprop_steps: int | None = None) -> Trajectory:
     force_fn = _force_fn(system, capacity)
     state = _initial_state(system, force_fn, key)
+    steps_per_segment = _segment_steps(n_steps, segment)
+    detach_from = None if backprop_steps is None else n_steps - backprop_steps
 
     def step(state, _):
-        return integrator.step(state, system, force_fn), None
+        state = integrator.step(state, system, force_fn)
+        if backprop_window is not None or detach_from is not None:
+            cut = jnp.zeros((), bool)
+            if backprop_window is not None:
+                cut = cut | (state.step % backprop_window == 0)
+            if detach_from is not None:
+                cut = cut | (state.step == detach_from)
+            state = jax.lax.cond(cut, lambda: _restart(state, force_fn), lambda: state)
+        return state, None
 
     def advance(state, n):
-        if n == 0:
-            return state
-        return jax.lax.scan(step, state, None, length=n)[0]
+        return _scan(step, state, n, mode, steps_per_segment)[0]
 
     loggers = system.loggers
+    if mode == "forward":
+        return _run_forward(system, state, step, n_steps, loggers)
     if not loggers:
         return Trajectory(advance(state, n_steps), {})
 
     interval = _record_interval(loggers)
     n_blocks, remainder = divmod(n_steps, interval)
 
-    def observe(name, logger, state):
+    def observe(logger, state):
         if logger.every == interval:
             return logger.observe(state, system)
         shape = jax.eval_shape(lambda s: logger.observe(s, system), state)
         zeros = lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
         return jax.lax.cond(state.step % logger.every == 0, lambda: logger.observe(state, system), zeros)
 
-    def block(state, _):
-        state = advance(state, interval)
-        return state, {name: observe(name, logger, state) for name, logger in loggers.items()}
+    # Blocks of `interval` steps end with a record. Checkpointed: short blocks are grouped into
+    # segments of about √T steps; a block longer than that is segmented inside instead.
+    inner_mode = mode if interval > steps_per_segment else "reverse"
 
+    def block(state, _):
+        state = _scan(step, state, interval, inner_mode, steps_per_segment)[0]
+        return state, {name: observe(logger, state) for name, logger in loggers.items()}
+
+    blocks_per_segment = max(1, steps_per_segment // interval)
     if n_blocks:
-        state, records = jax.lax.scan(block, state, None, length=n_blocks)
+        state, records = _scan(block, state, n_blocks, mode, blocks_per_segment)
     else:
         shapes = {name: jax.eval_shape(lambda s, lg=logger: lg.observe(s, system), state) for name, logger in loggers.items()}
         records = {name: jax.tree_util.tree_map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), shape) for name, shape in shapes.items()}
@@ -133,6 +195,36 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None) -> Traject
         name: jax.tree_util.tree_map(lambda r, k=stride[name]: r[k - 1 :: k], rec) for name, rec in records.items()
     }
     return Trajectory(advance(state, remainder), logs)
+
+
+def _run_forward(system, state, step, n_steps, loggers) -> Trajectory:
+    """Forward-mode run: a `while_loop` (no stored trajectory; reverse mode is refused by JAX)
+    writing logger records into preallocated buffers."""
+    shapes = {name: jax.eval_shape(lambda s, lg=logger: lg.observe(s, system), state) for name, logger in loggers.items()}
+    counts = {name: n_steps // logger.every for name, logger in loggers.items()}
+    buffers = {name: jax.tree_util.tree_map(lambda s, c=counts[name]: jnp.zeros((c,) + s.shape, s.dtype), shape)
+               for name, shape in shapes.items()}
+
+    def record(state, buffers):
+        out = {}
+        for name, logger in loggers.items():
+            due = (state.step % logger.every == 0) & (counts[name] > 0)
+            index = jnp.maximum(state.step // logger.every - 1, 0)
+
+            def write(buf, logger=logger, index=index):
+                value = logger.observe(state, system)
+                return jax.tree_util.tree_map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, index, 0), buf, value)
+
+            out[name] = jax.lax.cond(due, write, lambda buf: buf, buffers[name]) if counts[name] else buffers[name]
+        return out
+
+    def body(carry):
+        state, buffers = carry
+        state = step(state, None)[0]
+        return state, record(state, buffers)
+
+    state, buffers = jax.lax.while_loop(lambda c: c[0].step < n_steps, body, (state, buffers))
+    return Trajectory(state, buffers)
 
 
 def _choose_capacity(system) -> int | None:
@@ -162,7 +254,9 @@ def _check_inputs(system, integrator, n_steps, key):
         raise ValueError("simulate: a coupling needs random numbers; pass key=jax.random.PRNGKey(seed)")
 
 
-def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True) -> Trajectory:
+def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, grad_mode: str = "reverse",
+             segment_length: int | None = None, backprop_window: int | None = None,
+             backprop_steps: int | None = None) -> Trajectory:
     """Run `n_steps` of `integrator` from `system`'s coordinates and velocities.
 
     The whole run is one jitted `lax.scan` (compiled once per static configuration and cached);
@@ -178,13 +272,34 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True) 
         check: raise SimulationError if coordinates become NaN/inf or the neighbor list
             overflows. Called eagerly, an overflowing list is reallocated and the run repeated;
             inside jit/grad the error is raised from the compiled code.
+        grad_mode: how gradients through the run are obtained; the values and gradients are
+            the same in every mode, only cost and memory differ:
+            * "reverse" — a plain scan; reverse mode stores every step's intermediates
+              (memory ∝ T). Fastest for short runs.
+            * "checkpointed" — reverse mode with memory O(√T): only the state at segment
+              boundaries is kept, and each segment is recomputed once in the backward pass.
+            * "forward" — for `jax.jvp` / `jax.jacfwd`: a `while_loop` whose memory does not
+              grow with T; JAX refuses reverse mode through it.
+        segment_length: steps per checkpointed segment (default ⌈√T⌉).
+        backprop_window: truncated backpropagation: the state is cut from the gradient graph
+            every `backprop_window` steps, so gradients flow back at most that many steps.
+        backprop_steps: gradients flow only through the last `backprop_steps` steps.
     """
     _check_inputs(system, integrator, n_steps, key)
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(f"simulate: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+    for name, value in (("segment_length", segment_length), ("backprop_window", backprop_window),
+                        ("backprop_steps", backprop_steps)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"simulate: {name} must be a positive integer, got {value!r}")
+    if backprop_steps is not None and backprop_steps > n_steps:
+        backprop_steps = None  # the whole run
     n_steps = int(n_steps)
     capacity = _choose_capacity(system)
     traced = is_traced((system, integrator, key))
     for _ in range(MAX_REALLOCATIONS + 1):
-        trajectory = _run(system, integrator, n_steps, key, capacity)
+        trajectory = _run(system, integrator, n_steps, key, capacity, grad_mode, segment_length,
+                          backprop_window, backprop_steps)
         neighbors = trajectory.state.neighbors
         # Also traced when called under an outer jit that closes over a concrete system.
         traced = traced or is_traced(trajectory.state)

@@ -1,0 +1,106 @@
+"""Gradient modes of `simulate`: reverse, checkpointed and forward give the same values and
+derivatives; truncated backpropagation cuts the graph where it says."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffmd as md
+
+N_STEPS = 37  # prime: segments and logger intervals do not divide it
+
+
+def _system(sigma, loggers=None):
+    grid = (np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * 1.2
+    coords = jnp.asarray(grid + np.random.default_rng(0).normal(0, 0.05, grid.shape))
+    velocities = md.random_velocities(jax.random.PRNGKey(0), jnp.ones(27), 0.5, md.REDUCED_UNITS, dtype=jnp.float64)
+    atoms = md.Atoms.uniform(27, mass=1.0, sigma=sigma, epsilon=1.0)
+    return md.System(
+        atoms, coords, md.CubicBoundary(3.6), velocities=velocities,
+        pairwise_inters=(md.LennardJones(cutoff=md.ShiftedForceCutoff(1.7), use_neighbors=True),),
+        neighbor_finder=md.DistanceNeighborFinder(1.8, capacity=351), units=md.REDUCED_UNITS,
+        loggers=loggers if loggers is not None else {"pe": md.PotentialEnergyLogger(3), "coords": md.CoordinatesLogger(5)},
+    )
+
+
+def _loss(sigma, grad_mode="reverse", **options):
+    trajectory = md.simulate(_system(sigma), md.VelocityVerlet(0.005), N_STEPS, grad_mode=grad_mode, **options)
+    return (jnp.mean(trajectory.logs["pe"]) + 1e-3 * jnp.sum(trajectory.logs["coords"][-1] ** 2)
+            + 1e-3 * jnp.sum(trajectory.coords**2))
+
+
+@pytest.fixture(scope="module")
+def reverse_value_and_grad():
+    return jax.jit(jax.value_and_grad(_loss))(1.0)
+
+
+@pytest.mark.parametrize("segment_length", [None, 1, 40])
+def test_checkpointed_equals_reverse(reverse_value_and_grad, segment_length):
+    value, grad = jax.jit(jax.value_and_grad(lambda s: _loss(s, "checkpointed", segment_length=segment_length)))(1.0)
+    np.testing.assert_allclose(value, reverse_value_and_grad[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, reverse_value_and_grad[1], rtol=1e-6)
+    assert abs(float(grad)) > 1.0  # a real derivative, not zero
+
+
+def test_forward_mode_equals_reverse_and_keeps_logs(reverse_value_and_grad):
+    value, tangent = jax.jit(lambda s: jax.jvp(lambda x: _loss(x, "forward"), (s,), (1.0,)))(1.0)
+    np.testing.assert_allclose(value, reverse_value_and_grad[0], rtol=1e-12)
+    np.testing.assert_allclose(tangent, reverse_value_and_grad[1], rtol=1e-6)
+    logs = md.simulate(_system(1.0), md.VelocityVerlet(0.005), N_STEPS, grad_mode="forward").logs
+    reference = md.simulate(_system(1.0), md.VelocityVerlet(0.005), N_STEPS).logs
+    for name in reference:
+        assert logs[name].shape == reference[name].shape
+        np.testing.assert_allclose(logs[name], reference[name], rtol=1e-12, atol=1e-12)
+
+
+def test_forward_mode_refuses_reverse_differentiation():
+    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
+        jax.grad(lambda s: _loss(s, "forward"))(1.0)
+
+
+def test_checkpointed_memory_is_smaller_than_reverse():
+    def temp_bytes(mode):
+        compiled = jax.jit(jax.grad(lambda s: _loss(s, mode))).lower(1.0).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+    assert temp_bytes("checkpointed") < 0.5 * temp_bytes("reverse")
+
+
+def test_backprop_steps_cuts_the_graph_before_the_last_steps():
+    """Gradient through the last k steps only = run T−k steps, stop the gradient, run k more."""
+    k = 20
+
+    def manual(sigma):
+        system = _system(sigma, loggers={})
+        first = md.simulate(system, md.VelocityVerlet(0.005), N_STEPS - k)
+        detached = jax.lax.stop_gradient(first.state)
+        restarted = md.System(system.atoms, detached.coords, system.boundary, velocities=detached.velocities,
+                              pairwise_inters=system.pairwise_inters, neighbor_finder=system.neighbor_finder,
+                              units=system.units)
+        return jnp.sum(md.simulate(restarted, md.VelocityVerlet(0.005), k).coords ** 2)
+
+    def truncated(sigma, mode):
+        trajectory = md.simulate(_system(sigma, loggers={}), md.VelocityVerlet(0.005), N_STEPS, grad_mode=mode,
+                                 backprop_steps=k)
+        return jnp.sum(trajectory.coords**2)
+
+    full = jax.grad(lambda s: jnp.sum(md.simulate(_system(s, loggers={}), md.VelocityVerlet(0.005), N_STEPS).coords ** 2))(1.0)
+    expected = jax.grad(manual)(1.0)
+    for mode in ("reverse", "checkpointed"):
+        np.testing.assert_allclose(jax.grad(truncated, argnums=0)(1.0, mode), expected, rtol=1e-6)
+    assert abs(float(expected) - float(full)) > 1e-3 * abs(float(full))  # truncation changed something
+
+
+def test_backprop_window_longer_than_run_is_exact(reverse_value_and_grad):
+    grad = jax.grad(lambda s: _loss(s, backprop_window=N_STEPS + 1))(1.0)
+    np.testing.assert_allclose(grad, reverse_value_and_grad[1], rtol=1e-10)
+    windowed = jax.grad(lambda s: _loss(s, backprop_window=10))(1.0)
+    assert np.isfinite(windowed) and abs(float(windowed) - float(reverse_value_and_grad[1])) > 1e-6
+
+
+def test_bad_grad_options_are_refused():
+    system = _system(1.0)
+    with pytest.raises(ValueError, match="grad_mode"):
+        md.simulate(system, md.VelocityVerlet(0.005), 5, grad_mode="adjoint")
+    with pytest.raises(ValueError, match="backprop_window"):
+        md.simulate(system, md.VelocityVerlet(0.005), 5, backprop_window=0)
