@@ -153,3 +153,15 @@ def test_pressure_ideal_gas_and_virial(gas):
     assert np.isfinite(float(jax.grad(lambda s: obs.pressure(
         md.System(md.Atoms.uniform(n, mass=1.0, sigma=s, epsilon=1.0), coords, boundary, velocities=velocities,
                   pairwise_inters=[lj], units=md.REDUCED_UNITS)))(0.3)))
+
+
+def test_losses_combine_and_distance(gas):
+    from diffmd import losses
+
+    coords, boundary = gas
+    pairs = np.array([[0, 1], [2, 3]])
+    d = obs.pair_distances(coords, boundary, pairs)
+    assert float(losses.distance_loss(coords, boundary, pairs, 0.5)) == pytest.approx(float(jnp.mean(jnp.abs(d - 0.5))))
+    assert float(losses.combine({"a": 2.0, "b": 3.0}, {"a": 0.5})) == pytest.approx(4.0)
+    with pytest.raises(KeyError, match="unknown loss terms"):
+        losses.combine({"a": 1.0}, {"b": 1.0})

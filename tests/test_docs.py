@@ -1,0 +1,19 @@
+"""The code in the docs runs: every ```python block of a page, in order, in one namespace."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+PAGES = ["losses.md"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_doc_code_runs(page):
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, f"{page} has no python blocks"
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, f"{page}", "exec"), namespace)
