@@ -93,7 +93,7 @@ def train(loss_fn: Callable, params, optimizer: optax.GradientTransformation, n_
     def step(p_array, opt_state, *args):
         value, grads = eqx.filter_value_and_grad(objective, has_aux=has_aux)(p_array, *args)
         loss, aux = value if has_aux else (value, None)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree_util.tree_leaves(grads)))
         updates, new_state = optimizer.update(grads, opt_state, p_array)
         return eqx.apply_updates(p_array, updates), new_state, loss, grad_norm, aux
 
