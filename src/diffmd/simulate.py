@@ -233,16 +233,17 @@ def _choose_capacity(system) -> int | None:
     finder: DistanceNeighborFinder = system.neighbor_finder
     if finder.capacity is not None:
         return finder.capacity
-    # Under grad/jvp the primal values are concrete (stop_gradient exposes them); under
-    # jit/vmap they are not, and the capacity must be given.
-    coords = concrete_or_none(jax.lax.stop_gradient(system.coords))
-    boundary = jax.lax.stop_gradient(system.boundary)
-    if coords is None or is_traced(boundary):
-        raise SimulationError(
-            "cannot size the neighbor list: the starting coordinates (or box) are traced. Give the finder a "
-            "capacity, e.g. DistanceNeighborFinder(..., capacity=n) or finder.with_capacity(n)"
-        )
-    with jax.ensure_compile_time_eval():  # concrete even when called under an outer jit
+    # Constants closed over by an outer jit are concrete (ensure_compile_time_eval keeps them
+    # so); under grad/jvp stop_gradient exposes the concrete primal values; values that are
+    # really traced (jit/vmap arguments) cannot size a list, and the capacity must be given.
+    with jax.ensure_compile_time_eval():
+        coords = concrete_or_none(jax.lax.stop_gradient(system.coords))
+        boundary = jax.lax.stop_gradient(system.boundary)
+        if coords is None or is_traced(boundary):
+            raise SimulationError(
+                "cannot size the neighbor list: the starting coordinates (or box) are traced. Give the finder a "
+                "capacity, e.g. DistanceNeighborFinder(..., capacity=n) or finder.with_capacity(n)"
+            )
         count = int(finder.count_pairs(coords, boundary, system.excluded_pairs().array))
     return auto_capacity(count, finder.margin, system.n_atoms)
 
