@@ -44,9 +44,12 @@ def gradient_growth(loss_fn: Callable, params, horizons: Sequence[int], keys=Non
         else:
             grad_fn = jax.jit(jax.grad(lambda p, k, n=int(n_steps): loss_fn(p, n, k)))
             norms[h] = [_norm(grad_fn(params, key)) for key in keys]
-    with np.errstate(divide="ignore"):
-        log_norms = np.log(np.where(norms > 0, norms, np.nan))
-    geometric = np.exp(np.nanmean(log_norms, axis=1))
+    # Zero gradients (e.g. a loss taken where truncation cut the graph) carry no growth
+    # information; they are left out of the geometric mean.
+    log_norms = np.log(np.where(norms > 0, norms, np.nan))
+    counts = np.sum(np.isfinite(log_norms), axis=1)
+    geometric = np.exp(np.where(counts > 0, np.nansum(np.where(np.isfinite(log_norms), log_norms, 0.0), axis=1)
+                                / np.maximum(counts, 1), np.nan))
     valid = np.isfinite(geometric) & (geometric > 0)
     rate = float(np.polyfit(np.asarray(horizons)[valid], np.log(geometric[valid]), 1)[0]) if valid.sum() >= 2 else float("nan")
     return {

@@ -147,15 +147,16 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
     detach_from = None if backprop_steps is None else n_steps - backprop_steps
 
     def step(state, _):
-        state = integrator.step(state, system, force_fn)
+        # Truncation cuts the state *entering* a step, so a record or loss taken at a cut
+        # point still sees the steps just before it.
         if backprop_window is not None or detach_from is not None:
             cut = jnp.zeros((), bool)
             if backprop_window is not None:
-                cut = cut | (state.step % backprop_window == 0)
+                cut = cut | ((state.step % backprop_window == 0) & (state.step > 0))
             if detach_from is not None:
                 cut = cut | (state.step == detach_from)
             state = jax.lax.cond(cut, lambda: _restart(state, force_fn), lambda: state)
-        return state, None
+        return integrator.step(state, system, force_fn), None
 
     def advance(state, n):
         return _scan(step, state, n, mode, steps_per_segment)[0]
@@ -283,7 +284,10 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
               grow with T; JAX refuses reverse mode through it.
         segment_length: steps per checkpointed segment (default ⌈√T⌉).
         backprop_window: truncated backpropagation: the state is cut from the gradient graph
-            every `backprop_window` steps, so gradients flow back at most that many steps.
+            every `backprop_window` steps (after steps w, 2w, …; forces are recomputed at the
+            cut so they keep their parameter dependence), so the gradient of anything observed
+            at step t flows back through steps t − (t mod w) … t only (through w steps at a cut
+            point).
         backprop_steps: gradients flow only through the last `backprop_steps` steps.
     """
     _check_inputs(system, integrator, n_steps, key)
