@@ -124,9 +124,10 @@ def end_to_end(final_coords):
                   + jnp.linalg.norm(md.vector(final_coords[3], final_coords[5], boundary)))
 
 
-def loss(theta):
-    """|mean end-to-end distance after the run − 1.0|; the distance comes back as auxiliary output."""
-    final_coords = md.simulate(make_system(theta), integrator, n_steps).coords
+def loss(theta, grad_mode="reverse"):
+    """|mean end-to-end distance after the run − 1.0|; the distance comes back as auxiliary output.
+    (grad_mode="forward" for jax.jvp, see diffmd.simulate.)"""
+    final_coords = md.simulate(make_system(theta), integrator, n_steps, grad_mode=grad_mode).coords
     dist_end = end_to_end(final_coords)
     return jnp.abs(dist_end - dist_true), dist_end
 
@@ -187,7 +188,7 @@ def gradient_check(theta_deg: float = 100.0, h: float = 1e-5) -> dict:
     theta = jnp.deg2rad(jnp.float64(theta_deg))
     reverse = float(value_and_grad(theta)[1])
     loss_only = jax.jit(lambda t: loss(t)[0])
-    forward = float(jax.jvp(loss_only, (theta,), (jnp.float64(1.0),))[1])
+    forward = float(jax.jvp(jax.jit(lambda t: loss(t, "forward")[0]), (theta,), (jnp.float64(1.0),))[1])
     central = float((loss_only(theta + h) - loss_only(theta - h)) / (2 * h))
     result = {"theta_deg": theta_deg, "h_rad": h, "reverse": reverse, "forward": forward, "central_fd": central,
               "rel_diff_fd": abs(reverse - central) / abs(central),

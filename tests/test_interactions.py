@@ -613,10 +613,10 @@ def test_gradients_finite_with_padded_neighbor_list():
     system = md.System(atoms, coords, boundary_for("pbc", 3), pairwise_inters=inters,
                        neighbor_finder=md.DistanceNeighborFinder(rc_list), exclusions=[(1, 2)], pairs_14=[(2, 5)])
     excluded = system.excluded_pairs().array
-    count = int(system.neighbor_finder.count_pairs(system.coords, system.boundary, excluded))
-    neighbors = system.neighbor_finder.build(system.coords, system.boundary, excluded, capacity=count + 10)
-    assert int(np.sum(~np.asarray(neighbors.mask))) == 10  # there are padding slots
-    assert 0 < count < n * (n - 1) // 2 - 2  # and some pairs are beyond the list cutoff
+    count = int(system.neighbor_finder.count_neighbors(system.coords, system.boundary, excluded))
+    neighbors = system.neighbor_finder.build(system.coords, system.boundary, excluded, capacity=count + 2)
+    assert int(np.sum(~np.asarray(neighbors.mask))) >= 2 * n  # there are padding slots
+    assert 0 < len(neighbors.pairs()) < n * (n - 1) // 2 - 2  # and some pairs are beyond the list cutoff
 
     e_list, grads_list = check_grad_finite_and_jvp(system, neighbors)
     e_all, grads_all = check_grad_finite_and_jvp(system)
@@ -633,7 +633,7 @@ def test_gradients_finite_through_simulate_with_oversized_neighbor_list():
     coords = random_coords(n, 3, 41, min_dist=0.35)
     system = md.System(atoms, coords, boundary_for("pbc", 3),
                        pairwise_inters=[md.LennardJones(cutoff=md.ShiftedForceCutoff(RC), use_neighbors=True)],
-                       neighbor_finder=md.DistanceNeighborFinder(1.2, capacity=n * (n - 1) // 2 + 20))
+                       neighbor_finder=md.DistanceNeighborFinder(1.2, capacity=n + 3))
 
     def final_energy(atoms):
         s = eqx.tree_at(lambda x: x.atoms, system, atoms)

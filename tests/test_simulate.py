@@ -357,7 +357,7 @@ def test_float32_coords_with_default_float64_atoms_stay_float32():
 # ---- vmap over replicas --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("finder", [md.NoNeighborFinder(), md.DistanceNeighborFinder(2.8, capacity=120)],
+@pytest.mark.parametrize("finder", [md.NoNeighborFinder(), md.DistanceNeighborFinder(2.8, capacity=15)],
                          ids=["no-finder", "distance-finder"])
 def test_vmap_over_replicas_equals_loop(finder):
     n_rep = 3

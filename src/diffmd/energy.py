@@ -1,7 +1,18 @@
 """Potential energy and forces of a `System` at given coordinates.
 
-Forces of every energy-based interaction are −∇E by autodiff, so they can never disagree with
-their energy; force-only interactions (no energy) add their forces on top.
+Pairwise interactions are evaluated over dense neighbor rows: row i of an (N, K) index array
+lists the neighbors of atom i (every pair appears in both rows), coordinates are gathered
+component by component (structure-of-arrays, which vectorises on CPUs), and the force on atom
+i is the row sum of −dV/dr · d/r — exactly −∇E. No scatter-add is needed.
+
+For reverse mode the pair kernel has a custom VJP that uses the same gathers: the Hessian of
+a pair potential is symmetric and every pair appears in both rows, so the cotangent of the
+coordinates (and of per-atom parameters) is a row sum of terms in (λ_i − λ_j) — see
+`_pair_rows_bwd`. That avoids the scatter-adds plain autodiff would produce, and the backward
+pass stores only the kernel's inputs. Forward mode (jvp) uses the plain kernel.
+
+Bonded terms and 1-4 pairs are small, fixed sets: their forces come from autodiff of their
+energy (or from their own force for force-only interactions).
 """
 
 from __future__ import annotations
@@ -11,36 +22,123 @@ import jax.numpy as jnp
 from jax import Array
 
 from .interactions.geometry import safe_norm
-from .neighbors import NeighborList, all_pairs
+from .neighbors import NeighborList, all_neighbors_array
 
 
 def _gather(atoms, index):
     return jax.tree_util.tree_map(lambda a: a[index], atoms)
 
 
-def _pair_geometry(system, coords, pairs, mask):
-    """Vectors i→j, NaN-safe distances (masked pairs get r = 1), atoms of each side."""
+def _pair_geometry(system, coords, pairs):
+    """Vectors i→j, NaN-safe distances and the atoms of each side, for an explicit (P, 2) list."""
     i, j = pairs[:, 0], pairs[:, 1]
     d = system.boundary.vector(coords[i], coords[j])
-    r2 = jnp.sum(d * d, axis=-1)
-    if mask is not None:
-        r2 = jnp.where(mask, r2, 1.0)
-    # Coincident atoms (r = 0) get a zero-gradient distance instead of a NaN one: with a
-    # force cap the energy stays finite and the force is zero rather than NaN.
+    return d, safe_norm(d), _gather(system.atoms, i), _gather(system.atoms, j)
+
+
+def _radial(energy_fn, r):
+    """Per-pair energies V(r) and radial forces −dV/dr, elementwise (forward mode: no gathers
+    or scatters are differentiated, so later derivatives of the force stay cheap)."""
+    energy, slope = jax.jvp(energy_fn, (r,), (jnp.ones_like(r),))
+    return energy, -slope
+
+
+def _row_terms(inter, xi, xj, valid, boundary, atoms_i, atoms_j):
+    """Pair energies V (N, K) and forces on the row atom (D, N, K) for dense neighbor rows.
+
+    xi: (D, N, 1) row atoms' coordinates, xj: (D, N, K) their neighbors', valid: (N, K).
+    Coincident or padded pairs get a zero-gradient distance (no NaN anywhere).
+    """
+    d = boundary.vector_components(xi, xj)
+    r2 = jnp.sum(d * d, axis=0)
     positive = r2 > 0
-    r = jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)
-    return d, r, _gather(system.atoms, i), _gather(system.atoms, j)
+    r = jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)  # coincident: 0, zero gradient
+    r = jnp.where(valid, r, 1.0)  # padding slots: a harmless distance, masked below
+    ok = valid & positive
+    if inter.has_energy:
+        energy, magnitude = _radial(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), r)
+        energy = jnp.where(valid, energy, 0.0)
+    else:
+        energy, magnitude = jnp.zeros_like(r), inter.capped_pair_force(r, atoms_i, atoms_j)
+    # Force on the row atom i: −(−dV/dr)·d/r with d = x_j − x_i (repulsion pushes i away).
+    scale = jnp.where(ok, -magnitude / jnp.where(ok, r, 1.0), 0.0)
+    return energy, scale[None] * d
 
 
-def _pair_sets(system, inter, neighbors: NeighborList | None):
-    """(pairs, mask) an interaction sums over: the neighbor list or the static all-pairs list."""
+def _rows(x, atoms, idx):
+    n = x.shape[0]
+    valid = idx < n
+    safe_idx = jnp.where(valid, idx, 0)
+    x_t = x.T
+    atoms_i = jax.tree_util.tree_map(lambda a: a[:, None], atoms)
+    return x_t[:, :, None], x_t[:, safe_idx], valid, safe_idx, atoms_i, _gather(atoms, safe_idx)
+
+
+def _pair_rows_plain(x, boundary, atoms, inter, idx):
+    """(energy, forces (N, D)) of one pairwise interaction over dense neighbor rows."""
+    xi, xj, valid, _, atoms_i, atoms_j = _rows(x, atoms, idx)
+    energy, f = _row_terms(inter, xi, xj, valid, boundary, atoms_i, atoms_j)
+    return 0.5 * jnp.sum(energy), jnp.sum(f, axis=2).T.astype(x.dtype)
+
+
+@jax.custom_vjp
+def _pair_rows(x, boundary, atoms, inter, idx):
+    return _pair_rows_plain(x, boundary, atoms, inter, idx)
+
+
+def _pair_rows_fwd(x, boundary, atoms, inter, idx):
+    return _pair_rows_plain(x, boundary, atoms, inter, idx), (x, boundary, atoms, inter, idx)
+
+
+def _pair_rows_bwd(residuals, cotangents):
+    """Reverse pass by row sums. With E = ½ Σ_i Σ_j V_ij and F_i = Σ_j f_ij, and every pair in
+    both rows (V_ij = V_ji, f_ij = −f_ji), differentiating each row only through its own atom
+    (x_i, atoms_i) with cotangents (Ē, λ_i − λ_j) gives the exact cotangents of x and of the
+    per-atom parameters; parameters shared by all pairs (box, interaction) get half of it."""
+    x, boundary, atoms, inter, idx = residuals
+    e_bar, f_bar = cotangents
+    xi, xj, valid, safe_idx, atoms_i, atoms_j = _rows(x, atoms, idx)
+    lam = f_bar.T.astype(x.dtype)
+    f_cot = jnp.where(valid[None], lam[:, :, None] - lam[:, safe_idx], 0.0)
+
+    def own_row(xi, atoms_i, boundary, inter):
+        return _row_terms(inter, xi, xj, valid, boundary, atoms_i, atoms_j)
+
+    (energy, _), vjp = jax.vjp(own_row, xi, atoms_i, boundary, inter)
+    xi_bar, atoms_i_bar, boundary_bar, inter_bar = vjp((jnp.broadcast_to(e_bar, energy.shape).astype(energy.dtype), f_cot))
+    half = lambda tree: jax.tree_util.tree_map(lambda g: 0.5 * g if jnp.issubdtype(g.dtype, jnp.inexact) else g, tree)
+    return (xi_bar[:, :, 0].T, half(boundary_bar), jax.tree_util.tree_map(lambda g: g[:, 0], atoms_i_bar),
+            half(inter_bar), None)
+
+
+_pair_rows.defvjp(_pair_rows_fwd, _pair_rows_bwd)
+
+
+def _neighbor_rows(system, inter, neighbors: NeighborList | None):
+    """(N, K) neighbor rows an interaction sums over: the neighbor list, or all other atoms."""
     if getattr(inter, "use_neighbors", False) and neighbors is not None:
-        return neighbors.pairs, neighbors.mask
-    return jnp.asarray(all_pairs(system.n_atoms, system.excluded_pairs()).array), None
+        return neighbors.idx
+    return all_neighbors_array(system.n_atoms, system.excluded_pairs())
 
 
-def _masked_sum(values, mask):
-    return jnp.sum(values if mask is None else jnp.where(mask, values, 0.0))
+def _pairwise(system, coords, neighbors, symmetric_vjp: bool):
+    """Energy and forces of the pairwise interactions (plus their 1-4 pairs)."""
+    kernel = _pair_rows if symmetric_vjp else _pair_rows_plain
+    energy = jnp.zeros((), coords.dtype)
+    forces = jnp.zeros_like(coords)
+    pairs_14 = jnp.asarray(system.pairs_14.array)
+    for inter in system.pairwise_inters:
+        e, f = kernel(coords, system.boundary, system.atoms, inter, _neighbor_rows(system, inter, neighbors))
+        energy, forces = energy + e, forces + f
+        if len(pairs_14):  # 1-4 pairs: weight_14 × the raw potential (or force), no cutoff
+            d14, r14, a14_i, a14_j = _pair_geometry(system, coords, pairs_14)
+            if inter.has_energy:
+                e14, magnitude_14 = _radial(lambda rr: inter.weight_14 * inter.potential_14(rr, a14_i, a14_j), r14)
+                energy = energy + jnp.sum(e14)
+            else:
+                magnitude_14 = inter.weight_14 * inter.pair_force(r14, a14_i, a14_j)
+            forces = _add_pair_forces(forces, pairs_14, d14, r14, magnitude_14)
+    return energy, forces
 
 
 def potential_energy(system, coords: Array | None = None, neighbors: NeighborList | None = None) -> Array:
@@ -54,15 +152,14 @@ def potential_energy(system, coords: Array | None = None, neighbors: NeighborLis
     """
     coords = system.coords if coords is None else coords
     total = jnp.zeros((), coords.dtype)
-    pairs_14 = system.pairs_14.array
+    pairs_14 = jnp.asarray(system.pairs_14.array)
     for inter in system.pairwise_inters:
         if not inter.has_energy:
             continue
-        pairs, mask = _pair_sets(system, inter, neighbors)
-        _, r, atoms_i, atoms_j = _pair_geometry(system, coords, pairs, mask)
-        total = total + _masked_sum(inter.pair_energy(r, atoms_i, atoms_j), mask)
+        total = total + _pair_rows_plain(coords, system.boundary, system.atoms, inter,
+                                         _neighbor_rows(system, inter, neighbors))[0]
         if len(pairs_14):
-            _, r14, a14_i, a14_j = _pair_geometry(system, coords, jnp.asarray(pairs_14), None)
+            _, r14, a14_i, a14_j = _pair_geometry(system, coords, pairs_14)
             total = total + inter.weight_14 * jnp.sum(inter.potential_14(r14, a14_i, a14_j))
     total = total + _specific_energy(system, coords)
     return total.astype(coords.dtype)
@@ -73,40 +170,6 @@ def _add_pair_forces(forces, pairs, d, r, magnitude):
     safe_r = jnp.where(r > 0, r, 1.0)
     f_j = ((magnitude / safe_r)[:, None] * d).astype(forces.dtype)  # repulsive: pushes j away from i
     return forces.at[pairs[:, 1]].add(f_j).at[pairs[:, 0]].add(-f_j)
-
-
-def _radial(energy_fn, r):
-    """Per-pair energies V(r) and radial forces −dV/dr, elementwise (forward mode: no gathers
-    or scatters are differentiated, so later derivatives of the force stay cheap)."""
-    energy, slope = jax.jvp(energy_fn, (r,), (jnp.ones_like(r),))
-    return energy, -slope
-
-
-def _pairwise(system, coords, neighbors):
-    """Energy and forces of the pairwise interactions, forces computed pair by pair."""
-    energy = jnp.zeros((), coords.dtype)
-    forces = jnp.zeros_like(coords)
-    pairs_14 = jnp.asarray(system.pairs_14.array)
-    for inter in system.pairwise_inters:
-        pairs, mask = _pair_sets(system, inter, neighbors)
-        d, r, atoms_i, atoms_j = _pair_geometry(system, coords, pairs, mask)
-        if inter.has_energy:
-            pair_energy, magnitude = _radial(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), r)
-            energy = energy + _masked_sum(pair_energy, mask)
-        else:
-            magnitude = inter.capped_pair_force(r, atoms_i, atoms_j)
-        if mask is not None:
-            magnitude = jnp.where(mask, magnitude, 0.0)
-        forces = _add_pair_forces(forces, pairs, d, r, magnitude)
-        if len(pairs_14):  # 1-4 pairs: weight_14 × the raw potential (or force), no cutoff
-            d14, r14, a14_i, a14_j = _pair_geometry(system, coords, pairs_14, None)
-            if inter.has_energy:
-                e14, magnitude_14 = _radial(lambda rr: inter.weight_14 * inter.potential_14(rr, a14_i, a14_j), r14)
-                energy = energy + jnp.sum(e14)
-            else:
-                magnitude_14 = inter.weight_14 * inter.pair_force(r14, a14_i, a14_j)
-            forces = _add_pair_forces(forces, pairs_14, d14, r14, magnitude_14)
-    return energy, forces
 
 
 def _specific_energy(system, coords):
@@ -134,15 +197,19 @@ def _specific_force_only(system, coords):
     return forces
 
 
-def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborList | None = None):
+def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborList | None = None, *,
+                      symmetric_vjp: bool = False):
     """(potential energy, forces (N, D)).
 
-    Pairwise forces are computed pair by pair from −dV/dr (exactly −∇E of the pairwise
-    energy); bonded forces by autodiff of the bonded energy; force-only interactions add their
-    forces. The energy covers the energy-based interactions only.
+    Pairwise forces are row sums of −dV/dr·d/r (exactly −∇E of the pairwise energy); bonded
+    forces come from autodiff of the bonded energy; force-only interactions add their forces.
+    The energy covers the energy-based interactions only.
+
+    `symmetric_vjp=True` gives the pair kernel its gather-only reverse pass (faster reverse
+    mode, smaller memory); forward mode (jax.jvp) then is not available through it.
     """
     coords = system.coords if coords is None else coords
-    energy, forces = _pairwise(system, coords, neighbors)
+    energy, forces = _pairwise(system, coords, neighbors, symmetric_vjp)
     if any(inter.has_energy and inter.n_terms for inter in system.specific_inters):
         bonded, gradient = jax.value_and_grad(_specific_energy, argnums=1)(system, coords)
         energy, forces = energy + bonded, forces - gradient.astype(forces.dtype)

@@ -1,10 +1,13 @@
-"""Neighbor finders: which pairs of atoms a pairwise interaction has to look at.
+"""Neighbor finders: which atoms a pairwise interaction has to look at.
 
-A neighbor list is a fixed-capacity array of pairs (i < j) plus a mask, so shapes stay static
-inside the compiled loop. The capacity is chosen from the starting configuration with a
-margin; a list never drops a pair silently: every build counts the pairs it found, and a count
-above capacity marks the list as overflowed. `simulate` then reallocates and reruns (eager
-calls) or raises a clear error (traced calls).
+A neighbor list is dense and full: row i holds the indices of every atom within the list
+cutoff of atom i (each pair appears in both rows), padded with N up to a fixed capacity K, so
+shapes stay static inside the compiled loop. Dense rows need only gathers — no scatter-adds —
+to compute forces, and the symmetric storage lets the reverse pass use gathers too (see
+`energy.py`). The capacity is chosen from the starting configuration with a margin; a list
+never drops a pair silently: every build counts the neighbors it found, and a count above
+capacity marks the list as overflowed. `simulate` then reallocates and reruns (eager calls)
+or raises a clear error (traced calls).
 
 The list is rebuilt on a schedule (`every` steps, as in the reference) and also whenever some
 atom has moved more than half the skin (list cutoff minus interaction cutoff) since the last
@@ -28,27 +31,39 @@ MAX_ALL_PAIRS_ATOMS = 4096
 
 
 class NeighborList(eqx.Module):
-    """Pairs within the list cutoff at the last build.
+    """Neighbors of every atom within the list cutoff at the last build.
 
     Attributes:
-        pairs: (capacity, 2) int32 atom indices, i < j; padded rows repeat pair 0.
-        mask: (capacity,) bool, True for real pairs.
+        idx: (N, K) int32; row i lists the neighbors of atom i, padded with N.
         reference_coords: (N, D) coordinates at the last build.
-        max_count: int32, the largest number of pairs any build in this run needed.
+        max_count: int32, the most neighbors any atom had in any build of this run.
     """
 
-    pairs: Array
-    mask: Array
+    idx: Array
     reference_coords: Array
     max_count: Array
 
     @property
     def capacity(self) -> int:
-        return self.pairs.shape[0]
+        """Neighbor slots per atom (K)."""
+        return self.idx.shape[1]
 
     @property
     def overflowed(self) -> Array:
         return self.max_count > self.capacity
+
+    @property
+    def mask(self) -> Array:
+        return self.idx < self.idx.shape[0]
+
+    def pairs(self) -> np.ndarray:
+        """The listed pairs as a sorted (P, 2) numpy array with i < j (for inspection)."""
+        idx = np.asarray(self.idx)
+        n = idx.shape[0]
+        rows = np.repeat(np.arange(n), idx.shape[1])
+        cols = idx.reshape(-1)
+        keep = (cols < n) & (rows < cols)
+        return np.stack([rows[keep], cols[keep]], axis=1)
 
 
 class NoNeighborFinder(eqx.Module):
@@ -113,55 +128,62 @@ class DistanceNeighborFinder(eqx.Module):
         return DistanceNeighborFinder(self.cutoff, self.every, capacity=capacity, margin=self.margin,
                                       ineligible=self.ineligible)
 
-    def count_pairs(self, coords, boundary, excluded: np.ndarray) -> Array:
-        """Number of eligible pairs within the cutoff (int32 scalar)."""
-        return jnp.sum(_pair_mask(coords, boundary, self.cutoff, excluded))
+    def count_neighbors(self, coords, boundary, excluded: np.ndarray) -> Array:
+        """The largest number of eligible neighbors within the cutoff of any atom (int32)."""
+        return jnp.max(jnp.sum(_neighbor_mask(coords, boundary, self.cutoff, excluded), axis=1))
 
     def build(self, coords: Array, boundary, excluded: np.ndarray, capacity: int, max_count=None) -> NeighborList:
         """Build the list for `coords`; `excluded` is a static (E, 2) array of excluded pairs."""
         coords = jax.lax.stop_gradient(coords)
         n = coords.shape[0]
-        mask = _pair_mask(coords, boundary, self.cutoff, excluded).ravel()
-        count = jnp.sum(mask, dtype=jnp.int32)
-        (flat,) = jnp.nonzero(mask, size=capacity, fill_value=0)
-        pairs = jnp.stack([flat // n, flat % n], axis=1).astype(jnp.int32)
-        valid = jnp.arange(capacity) < count
+        mask = _neighbor_mask(coords, boundary, self.cutoff, excluded)
+        count = jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32))
+        idx = jax.vmap(lambda row: jnp.nonzero(row, size=capacity, fill_value=n)[0])(mask).astype(jnp.int32)
         previous = count if max_count is None else jnp.maximum(max_count, count)
-        return NeighborList(pairs=pairs, mask=valid, reference_coords=coords, max_count=previous)
+        return NeighborList(idx=idx, reference_coords=coords, max_count=previous)
 
 
-def _pair_mask(coords, boundary, cutoff, excluded: np.ndarray) -> Array:
-    """(N, N) bool: i < j, within cutoff, not excluded."""
+def _neighbor_mask(coords, boundary, cutoff, excluded: np.ndarray) -> Array:
+    """(N, N) bool: i ≠ j, within cutoff, not excluded (symmetric)."""
     n = coords.shape[0]
     d = boundary.vector(coords[:, None, :], coords[None, :, :])
     r2 = jnp.sum(d * d, axis=-1)
-    upper = jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
-    mask = upper & (r2 < cutoff * cutoff)
+    mask = (r2 < cutoff * cutoff) & ~jnp.eye(n, dtype=bool)
     if len(excluded):
-        mask = mask.at[excluded[:, 0], excluded[:, 1]].set(False)
+        mask = mask.at[excluded[:, 0], excluded[:, 1]].set(False).at[excluded[:, 1], excluded[:, 0]].set(False)
     return mask
 
 
 def auto_capacity(count: int, margin: float, n_atoms: int) -> int:
-    """Pair slots for `count` pairs found at the start: margin × count, at least 2N more than
-    zero-pair starts would get, never more than all pairs."""
-    total = n_atoms * (n_atoms - 1) // 2
-    return int(max(1, min(total, math.ceil(count * margin) + 16)))
+    """Neighbor slots per atom for a start whose most crowded atom has `count` neighbors:
+    margin × count plus a few, never more than N − 1."""
+    return int(max(1, min(n_atoms - 1, math.ceil(count * margin) + 4)))
 
 
 @functools.lru_cache(maxsize=32)
-def all_pairs(n_atoms: int, excluded: StaticArray) -> StaticArray:
-    """Every pair i < j except the excluded ones, as a static (P, 2) array."""
+def all_neighbors(n_atoms: int, excluded: StaticArray) -> np.ndarray | None:
+    """Every other atom of each atom except the excluded ones, as a static (N, N−1) array
+    padded with N; None when nothing is excluded (the list is then made in-graph)."""
     if n_atoms > MAX_ALL_PAIRS_ATOMS:
         raise ValueError(
             f"{n_atoms} atoms is too many for all-pairs interactions (limit {MAX_ALL_PAIRS_ATOMS}); "
             "use a neighbor finder and interactions with use_neighbors=True"
         )
-    i, j = np.triu_indices(n_atoms, k=1)
-    if len(excluded):
-        code = i.astype(np.int64) * n_atoms + j
-        ex = excluded.array
-        ex_code = np.minimum(ex[:, 0], ex[:, 1]).astype(np.int64) * n_atoms + np.maximum(ex[:, 0], ex[:, 1])
-        keep = ~np.isin(code, ex_code)
-        i, j = i[keep], j[keep]
-    return StaticArray(np.stack([i, j], axis=1))
+    if not len(excluded):
+        return None
+    idx = (np.arange(n_atoms)[:, None] + 1 + np.arange(n_atoms - 1)[None, :]) % n_atoms
+    ex = excluded.array
+    blocked = np.zeros((n_atoms, n_atoms), bool)
+    blocked[ex[:, 0], ex[:, 1]] = True
+    blocked[ex[:, 1], ex[:, 0]] = True
+    idx = np.where(blocked[np.arange(n_atoms)[:, None], idx], n_atoms, idx)
+    return np.sort(idx, axis=1).astype(np.int32)
+
+
+def all_neighbors_array(n_atoms: int, excluded: StaticArray) -> Array:
+    """(N, N−1) neighbor array of the all-pairs interactions (see `all_neighbors`)."""
+    static = all_neighbors(n_atoms, excluded)
+    if static is not None:
+        return jnp.asarray(static)
+    rows = jnp.arange(n_atoms, dtype=jnp.int32)[:, None]
+    return (rows + 1 + jnp.arange(n_atoms - 1, dtype=jnp.int32)[None, :]) % n_atoms

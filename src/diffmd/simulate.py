@@ -44,7 +44,7 @@ class Trajectory(eqx.Module):
         return self.state.velocities
 
 
-def _force_fn(system, capacity: int | None):
+def _force_fn(system, capacity: int | None, symmetric_vjp: bool = True):
     """Returns force_fn(coords, neighbors, step) -> (neighbors, energy, forces)."""
     finder = system.neighbor_finder
     uses_list = system.uses_neighbor_list()
@@ -68,7 +68,7 @@ def _force_fn(system, capacity: int | None):
 
     def force_fn(coords, neighbors, step):
         neighbors = update(coords, neighbors, step)
-        energy, forces = energy_and_forces(system, coords, neighbors)
+        energy, forces = energy_and_forces(system, coords, neighbors, symmetric_vjp=symmetric_vjp)
         return neighbors, energy, forces
 
     return force_fn
@@ -141,7 +141,7 @@ def _restart(state: MDState, force_fn) -> MDState:
 def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str = "reverse",
          segment: int | None = None, backprop_window: int | None = None,
          backprop_steps: int | None = None) -> Trajectory:
-    force_fn = _force_fn(system, capacity)
+    force_fn = _force_fn(system, capacity, symmetric_vjp=mode != "forward")
     state = _initial_state(system, force_fn, key)
     steps_per_segment = _segment_steps(n_steps, segment)
     detach_from = None if backprop_steps is None else n_steps - backprop_steps
@@ -245,7 +245,7 @@ def _choose_capacity(system) -> int | None:
                 "cannot size the neighbor list: the starting coordinates (or box) are traced. Give the finder a "
                 "capacity, e.g. DistanceNeighborFinder(..., capacity=n) or finder.with_capacity(n)"
             )
-        count = int(finder.count_pairs(coords, boundary, system.excluded_pairs().array))
+        count = int(finder.count_neighbors(coords, boundary, system.excluded_pairs().array))
     return auto_capacity(count, finder.margin, system.n_atoms)
 
 
@@ -276,12 +276,14 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
             inside jit/grad the error is raised from the compiled code.
         grad_mode: how gradients through the run are obtained; the values and gradients are
             the same in every mode, only cost and memory differ:
-            * "reverse" — a plain scan; reverse mode stores every step's intermediates
-              (memory ∝ T). Fastest for short runs.
+            * "reverse" — a plain scan; reverse mode stores every step's inputs (memory ∝ T).
+              Fastest for short runs.
             * "checkpointed" — reverse mode with memory O(√T): only the state at segment
               boundaries is kept, and each segment is recomputed once in the backward pass.
             * "forward" — for `jax.jvp` / `jax.jacfwd`: a `while_loop` whose memory does not
               grow with T; JAX refuses reverse mode through it.
+            The reverse modes give the pair kernel a custom, gather-only reverse pass, so
+            forward-mode differentiation (jvp) needs grad_mode="forward".
         segment_length: steps per checkpointed segment (default ⌈√T⌉).
         backprop_window: truncated backpropagation: the state is cut from the gradient graph
             every `backprop_window` steps (after steps w, 2w, …; forces are recomputed at the
