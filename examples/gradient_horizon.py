@@ -50,7 +50,7 @@ def make_loss(coupling, **simulate_options):
             atoms=md.Atoms.uniform(N_ATOMS, mass=MASS, sigma=sigma, epsilon=EPSILON),
             coords=coords, velocities=velocities, boundary=boundary, units=md.REDUCED_UNITS,
             pairwise_inters=[md.LennardJones(use_neighbors=True, cutoff=md.PlainCutoff(1.0), force_cap=100.0)],
-            neighbor_finder=md.DistanceNeighborFinder(cutoff=1.5, every=10, capacity=N_ATOMS * (N_ATOMS - 1) // 2),
+            neighbor_finder=md.DistanceNeighborFinder(cutoff=1.5, every=10, capacity=N_ATOMS - 1),
         )
         trajectory = md.simulate(system, md.VelocityVerlet(DT, coupling=coupling), n_steps, **simulate_options)
         return md.mean_min_separation(trajectory.coords, boundary)

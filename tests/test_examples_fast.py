@@ -1,4 +1,4 @@
-"""Fast checks of the triatomic-angle and neural-network-bond examples (a few epochs each).
+"""Fast checks of the triatomic-angle, neural-network-bond and LJ-ensemble examples (a few epochs each).
 
 The full acceptance runs (20 epochs, thresholds) are in test_examples_slow.py (`-m slow`).
 """
@@ -16,6 +16,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import lj_sigma_ensemble  # noqa: E402
 import nn_bond  # noqa: E402
 import nn_bond_seeds  # noqa: E402
 import triatomic_angle  # noqa: E402
@@ -114,3 +115,19 @@ def test_nn_bond_force_is_the_references():
     np.testing.assert_allclose(forces[0], expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(forces[2], -expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(forces[1], 0.0, atol=1e-7)
+
+
+def test_lj_sigma_ensemble_runs_and_writes_outputs(tmp_path):
+    """Two SGD epochs on 4 vmapped replicas: σ moves by lr × the (per-replica clipped) gradient."""
+    summary = lj_sigma_ensemble.main(["--epochs", "2", "--steps", "30", "--replicas", "4", "--curve-replicas", "2",
+                                      "--out", str(tmp_path)])
+    written = _summary(tmp_path)
+    h = written["history"]
+    assert [r["epoch"] for r in h] == [1, 2]
+    assert h[0]["sigma"] == pytest.approx(0.60 / 2 ** (1 / 6))
+    # |dσ| = lr · |grad| (one parameter: the gradient norm is |dloss/dσ|), at most lr · clip
+    assert abs(h[1]["sigma"] - h[0]["sigma"]) == pytest.approx(2e-2 * h[0]["grad_norm"], rel=1e-6)
+    assert h[0]["grad_norm"] <= 2.0 + 1e-9
+    assert written["sigma"] == pytest.approx(summary["sigma"])
+    assert len(written["curve"]["mms_end_mean"]) == len(written["curve"]["sigmas"]) == 6
+    assert (tmp_path / "ensemble.png").stat().st_size > 1000

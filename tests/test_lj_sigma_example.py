@@ -38,9 +38,11 @@ def test_short_run_writes_summary_and_plots(lj_sigma, tmp_path, capsys):
     assert on_disk["sigma"] == pytest.approx(np.mean(on_disk["history"]["sigma"][-5:]))
     assert len(on_disk["history"]["sigma"]) == 2
     assert on_disk["history"]["sigma"][0] == pytest.approx(0.60 / 2 ** (1 / 6))
-    # plain SGD, learning rate 1e-2: σ₂ = σ₁ − 0.01 · grad₁
+    # plain SGD: σ₂ = σ₁ − lr · grad₁
     h = on_disk["history"]
-    assert h["sigma"][1] == pytest.approx(h["sigma"][0] - 1e-2 * h["grad"][0])
+    lr = on_disk["config"]["learning_rate"]
+    assert lr == 2e-2
+    assert h["sigma"][1] == pytest.approx(h["sigma"][0] - lr * h["grad"][0])
     assert len(h["grad_per_start"][0]) == 2
     clip = on_disk["config"]["clip_per_start"]
     assert h["grad"][0] == pytest.approx(np.mean(np.clip(h["grad_per_start"][0], -clip, clip)))

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from diffmd.train import TrainingError, train
+from diffmd.train import TrainingError, clip_gradient, train
 
 
 def _loss(params, key):
@@ -53,3 +53,27 @@ def test_nan_guard_names_the_epoch_and_keeps_good_parameters(tmp_path):
     resumed = train(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.full(2, 0.1)}, optax.sgd(0.0), 2,
                     progress=False, checkpoint=checkpoint)
     assert len(resumed.history) == 2 and np.all(np.isfinite(resumed.params["w"]))
+
+
+def test_clip_gradient_clips_each_replica_on_its_own():
+    """Per-replica clipping inside autodiff equals clipping explicit per-replica gradients."""
+    scales = jnp.array([0.5, -3.0, 10.0, 1.5])
+
+    def per_replica(p, s):
+        return s * jnp.sin(p) + p**2
+
+    def clipped_mean(p):
+        copies = jnp.broadcast_to(p, scales.shape)
+        return jnp.mean(jax.vmap(lambda c, s: per_replica(clip_gradient(c, 2.0 / len(scales)), s))(copies, scales))
+
+    p = jnp.float32(0.3)
+    explicit = jnp.mean(jnp.clip(jax.vmap(jax.grad(per_replica), (None, 0))(p, scales), -2.0, 2.0))
+    np.testing.assert_allclose(jax.grad(clipped_mean)(p), explicit, rtol=1e-6)
+    assert clipped_mean(p) == pytest.approx(float(jnp.mean(jax.vmap(per_replica, (None, 0))(p, scales))))
+    # unclipped gradient differs: the check can fail
+    assert abs(float(jax.grad(lambda q: jnp.mean(jax.vmap(per_replica, (None, 0))(q, scales)))(p)) - float(explicit)) > 0.1
+    # a pytree: the norm over all its leaves is bounded
+    g = jax.grad(lambda t: jnp.sum(clip_gradient(t, 1.0)["a"] * 3.0) + 4.0 * clip_gradient(t, 1.0)["b"])(
+        {"a": jnp.ones(2), "b": jnp.float32(1.0)})
+    norm = np.sqrt(np.sum(np.asarray(g["a"]) ** 2) + float(g["b"]) ** 2)
+    assert norm <= 2.0 + 1e-5  # each of the two uses is clipped to 1

@@ -90,25 +90,49 @@ def _pair_rows_fwd(x, boundary, atoms, inter, idx):
     return _pair_rows_plain(x, boundary, atoms, inter, idx), (x, boundary, atoms, inter, idx)
 
 
+def _pair_scale(inter, atoms_j):
+    """Per-pair (V(r), s(r)) with the force on the row atom f = s·d (d = x_j − x_i):
+    s = V'(r)/r, or −F(r)/r for force-only interactions (V = 0). Elementwise in r."""
+
+    def fn(r, atoms_i, inter):
+        if inter.has_energy:
+            energy, slope = jax.jvp(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), (r,), (jnp.ones_like(r),))
+            return energy, slope / r
+        return jnp.zeros_like(r), -inter.capped_pair_force(r, atoms_i, atoms_j) / r
+
+    return fn
+
+
 def _pair_rows_bwd(residuals, cotangents):
     """Reverse pass by row sums. With E = ½ Σ_i Σ_j V_ij and F_i = Σ_j f_ij, and every pair in
     both rows (V_ij = V_ji, f_ij = −f_ji), differentiating each row only through its own atom
-    (x_i, atoms_i) with cotangents (Ē, λ_i − λ_j) gives the exact cotangents of x and of the
-    per-atom parameters; parameters shared by all pairs (box, interaction) get half of it."""
+    (x_i, atoms_i) with cotangents (Ē, μ = λ_i − λ_j) gives the exact cotangents of x and of the
+    per-atom parameters; parameters shared by all pairs (box, interaction) get half of it.
+
+    Per pair the row's contribution is ℒ = Ē·V(r) + (μ·d)·s(r), so
+    ∂ℒ/∂d = s·μ + (Ē V' + (μ·d) s') d/r  and  x̄_i = −Σ_j ∂ℒ/∂d.
+    V', s' and the parameter cotangents come from one elementwise VJP of (V, s)(r, θ): no
+    autodiff through gathers, and no second pass over the pair geometry.
+    """
     x, boundary, atoms, inter, idx = residuals
     e_bar, f_bar = cotangents
     xi, xj, valid, safe_idx, atoms_i, atoms_j = _rows(x, atoms, idx)
+    d = boundary.vector_components(xi, xj)
+    r2 = jnp.sum(d * d, axis=0)
+    ok = valid & (r2 > 0)
+    r = jnp.sqrt(jnp.where(ok, r2, 1.0))
     lam = f_bar.T.astype(x.dtype)
-    f_cot = jnp.where(valid[None], lam[:, :, None] - lam[:, safe_idx], 0.0)
-
-    def own_row(xi, atoms_i, boundary, inter):
-        return _row_terms(inter, xi, xj, valid, boundary, atoms_i, atoms_j)
-
-    (energy, _), vjp = jax.vjp(own_row, xi, atoms_i, boundary, inter)
-    xi_bar, atoms_i_bar, boundary_bar, inter_bar = vjp((jnp.broadcast_to(e_bar, energy.shape).astype(energy.dtype), f_cot))
+    mu = jnp.where(ok[None], lam[:, :, None] - lam[:, safe_idx], 0.0)
+    mu_d = jnp.sum(mu * d, axis=0)
+    (_, scale), vjp = jax.vjp(_pair_scale(inter, atoms_j), r, atoms_i, inter)
+    okf = ok.astype(r.dtype)
+    r_bar, atoms_i_bar, inter_bar = vjp((okf * jnp.asarray(e_bar, r.dtype), okf * mu_d))
+    d_bar = jnp.where(ok[None], scale * mu + (r_bar / r) * d, 0.0)
+    _, box_vjp = jax.vjp(lambda b: b.vector_components(xi, xj), boundary)
+    (boundary_bar,) = box_vjp(d_bar)
     half = lambda tree: jax.tree_util.tree_map(lambda g: 0.5 * g if jnp.issubdtype(g.dtype, jnp.inexact) else g, tree)
-    return (xi_bar[:, :, 0].T, half(boundary_bar), jax.tree_util.tree_map(lambda g: g[:, 0], atoms_i_bar),
-            half(inter_bar), None)
+    x_bar = -jnp.sum(d_bar, axis=2).T.astype(x.dtype)
+    return (x_bar, half(boundary_bar), jax.tree_util.tree_map(lambda g: g[:, 0], atoms_i_bar), half(inter_bar), None)
 
 
 _pair_rows.defvjp(_pair_rows_fwd, _pair_rows_bwd)

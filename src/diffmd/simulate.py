@@ -233,7 +233,7 @@ def _choose_capacity(system) -> int | None:
         return None
     finder: DistanceNeighborFinder = system.neighbor_finder
     if finder.capacity is not None:
-        return finder.capacity
+        return min(finder.capacity, max(1, system.n_atoms - 1))  # an atom has at most N − 1 neighbors
     # Constants closed over by an outer jit are concrete (ensure_compile_time_eval keeps them
     # so); under grad/jvp stop_gradient exposes the concrete primal values; values that are
     # really traced (jit/vmap arguments) cannot size a list, and the capacity must be given.

@@ -37,6 +37,34 @@ class TrainResult:
     history: list
 
 
+@jax.custom_vjp
+def clip_gradient(x, max_norm):
+    """Identity in the forward pass; in the backward pass the cotangent of `x` is scaled down
+    to at most `max_norm` (its global norm over the pytree `x`).
+
+    Applied to one copy of the parameters per replica inside a vmapped loss, it bounds what
+    any one chaotic trajectory contributes to an ensemble-averaged gradient — per-sample
+    clipping without computing per-sample gradients explicitly. The copies must be batched
+    (e.g. `jnp.broadcast_to(sigma, (n_replicas,))` mapped over): an unbatched parameter
+    receives the replicas' cotangents already summed, and the sum is clipped instead.
+    """
+    return x
+
+
+def _clip_gradient_fwd(x, max_norm):
+    return x, max_norm
+
+
+def _clip_gradient_bwd(max_norm, cotangent):
+    leaves = jax.tree_util.tree_leaves(cotangent)
+    norm = jnp.sqrt(sum(jnp.sum(jnp.abs(g) ** 2) for g in leaves))
+    scale = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
+    return jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), cotangent), jnp.zeros_like(max_norm)
+
+
+clip_gradient.defvjp(_clip_gradient_fwd, _clip_gradient_bwd)
+
+
 def _scalars(aux) -> dict:
     if isinstance(aux, dict):
         out = {}

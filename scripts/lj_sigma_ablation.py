@@ -1,0 +1,106 @@
+"""Which stabilisers does examples/lj_sigma.py need? Train with each set on seeds 0..6 and
+count how many land in the acceptance window [0.43, 0.48] (σ averaged over the last 5 epochs).
+
+    .venv/bin/python scripts/lj_sigma_ablation.py                       # every set (~30 min on 2 cores)
+    .venv/bin/python scripts/lj_sigma_ablation.py --sets cap cap+starts4 --seeds 0 1 2
+
+Results are written (and updated after every set) to --out (default
+results/lj_sigma_ablation/ablation.json) and printed as a Markdown table. Sets already in the
+file are skipped unless --redo is given, so an interrupted run can be resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("lj_sigma", ROOT / "examples" / "lj_sigma.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lj_sigma"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# name → Config overrides of the bare reference (BASE: no cap, uniform starts, one start per
+# epoch, no clipping). "starts" is the number of random starts whose gradients are averaged
+# in each epoch.
+BASE = dict(force_cap=None, min_distance=0.0, starts=1, clip=None, clip_per_start=None, fixed_start=False)
+SETS = {
+    "none": dict(force_cap=None, starts=1),
+    "min_distance": dict(force_cap=None, min_distance=0.45, starts=1),
+    "min_distance+starts4": dict(force_cap=None, min_distance=0.45, starts=4),
+    "cap": dict(force_cap=100.0, starts=1),
+    "cap+clip": dict(force_cap=100.0, clip=2.0, starts=1),
+    "cap+starts2": dict(force_cap=100.0, starts=2),
+    "cap+starts4": dict(force_cap=100.0, starts=4),
+    "cap+starts4+clip": dict(force_cap=100.0, starts=4, clip=2.0),
+    "cap+starts4+clip_per_start": dict(force_cap=100.0, starts=4, clip_per_start=2.0),
+    "cap+starts8": dict(force_cap=100.0, starts=8),
+    "cap+starts8+clip": dict(force_cap=100.0, starts=8, clip=2.0),
+    "cap+starts8+clip_per_start": dict(force_cap=100.0, starts=8, clip_per_start=2.0),
+    "cap+starts4+clip_per_start4": dict(force_cap=100.0, starts=4, clip_per_start=4.0),
+    "cap+starts8+clip_per_start4": dict(force_cap=100.0, starts=8, clip_per_start=4.0),
+    "cap+starts16+clip_per_start": dict(force_cap=100.0, starts=16, clip_per_start=2.0),
+    "cap+starts16+clip_per_start4": dict(force_cap=100.0, starts=16, clip_per_start=4.0),
+    "cap+fixed_start": dict(force_cap=100.0, starts=1, fixed_start=True),
+}
+
+
+def markdown(results: dict, window) -> str:
+    lines = [f"| stabiliser set | seeds in [{window[0]}, {window[1]}] | σ per seed (last-5 mean) | s per run |",
+             "|---|---|---|---|"]
+    for name, r in results.items():
+        sig = ", ".join("blew up" if row["blew_up_at_epoch"] else f"{row['sigma']:.3f}" for row in r["seeds"])
+        secs = sum(row["seconds"] for row in r["seeds"]) / max(1, len(r["seeds"]))
+        lines.append(f"| {name} | {r['n_in_window']}/{r['n_seeds']} | {sig} | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(7)))
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--out", default="results/lj_sigma_ablation/ablation.json")
+    p.add_argument("--redo", action="store_true", help="rerun sets already in the output file")
+    args = p.parse_args(argv)
+    lj = load_example()
+    out = Path(args.out)
+    results = json.loads(out.read_text())["sets"] if out.exists() else {}
+    for name in args.sets:
+        if name in results and not args.redo and results[name]["seed_list"] == args.seeds:
+            continue
+        cfg = dataclasses.replace(lj.Config(n_epochs=args.epochs, n_steps=args.steps), **{**BASE, **SETS[name]})
+        t0 = time.perf_counter()
+        rows = []
+        for seed in args.seeds:
+            t1 = time.perf_counter()
+            r = lj.train(cfg, seed, verbose=False)
+            rows.append({"seed": seed, "sigma": r["sigma"], "in_window": r["in_window"],
+                         "blew_up_at_epoch": r["blew_up_at_epoch"], "seconds": time.perf_counter() - t1,
+                         "sigma_history": r["history"]["sigma"], "grad_history": r["history"]["grad"]})
+            print(f"{name:28s} seed {seed}: σ {r['sigma']:.4f} {'in' if r['in_window'] else 'OUT'}"
+                  f"{'' if r['blew_up_at_epoch'] is None else ' blew up at epoch %d' % r['blew_up_at_epoch']}"
+                  f" ({rows[-1]['seconds']:.0f} s)", flush=True)
+        results[name] = {"config": dataclasses.asdict(cfg), "seed_list": args.seeds, "seeds": rows,
+                         "n_in_window": sum(row["in_window"] for row in rows), "n_seeds": len(rows),
+                         "seconds": time.perf_counter() - t0}
+        lj.write_json(out, {"window": lj.ACCEPT, "sets": results})
+    table = markdown({k: results[k] for k in SETS if k in results}, lj.ACCEPT)
+    print(table)
+    out.with_suffix(".md").write_text(table + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
