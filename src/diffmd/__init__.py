@@ -24,7 +24,7 @@ from .loggers import (
     TotalEnergyLogger,
     VelocitiesLogger,
 )
-from .neighbors import DistanceNeighborFinder, NeighborList, NoNeighborFinder
+from .neighbors import CellListNeighborFinder, DistanceNeighborFinder, NeighborList, NoNeighborFinder
 from .observables import distance_matrix, mean_min_separation, min_separations
 from .simulate import SimulationError, Trajectory, simulate
 from .system import System
@@ -39,9 +39,15 @@ __all__ = [
     "random_coords", "random_velocities", "MDState", "VelocityVerlet",
     "CoordinatesLogger", "ForcesLogger", "KineticEnergyLogger", "Logger", "ObservableLogger",
     "PotentialEnergyLogger", "TemperatureLogger", "TotalEnergyLogger", "VelocitiesLogger",
-    "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
+    "CellListNeighborFinder", "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
     "distance_matrix", "mean_min_separation", "min_separations",
     "SimulationError", "Trajectory", "simulate", "System",
     "OPENMM_UNITS", "REDUCED_UNITS", "UnitSystem",
     *_interaction_names,
 ]
+
+# Replicas and parameter sets sharded over devices (docs/parallel.md).
+from . import parallel  # noqa: E402
+from .parallel import map_replicas, replica_mesh, replica_sharding  # noqa: E402
+
+__all__ += ["parallel", "map_replicas", "replica_mesh", "replica_sharding"]

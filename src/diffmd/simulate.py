@@ -14,7 +14,7 @@ from jax import Array
 from ._checks import concrete_or_none, is_traced
 from .energy import energy_and_forces
 from .integrators import MDState
-from .neighbors import DistanceNeighborFinder, NeighborList, auto_capacity
+from .neighbors import NeighborList
 
 MAX_REALLOCATIONS = 5
 
@@ -62,7 +62,8 @@ def _force_fn(system, capacity: int | None, symmetric_vjp: bool = True):
             rebuild = rebuild | (step % finder.every == 0)
         return jax.lax.cond(
             rebuild,
-            lambda: finder.build(coords, system.boundary, excluded, capacity, neighbors.max_count),
+            lambda: finder.build(coords, system.boundary, excluded, capacity, neighbors.max_count,
+                                 neighbors.max_cell_count),
             lambda: neighbors,
         )
 
@@ -228,25 +229,25 @@ def _run_forward(system, state, step, n_steps, loggers) -> Trajectory:
     return Trajectory(state, buffers)
 
 
-def _choose_capacity(system) -> int | None:
+def _choose_capacity(system):
+    """The neighbor list's static capacity (the finder's own format; None without a list)."""
     if not system.uses_neighbor_list():
         return None
-    finder: DistanceNeighborFinder = system.neighbor_finder
-    if finder.capacity is not None:
-        return min(finder.capacity, max(1, system.n_atoms - 1))  # an atom has at most N − 1 neighbors
+    finder = system.neighbor_finder
     # Constants closed over by an outer jit are concrete (ensure_compile_time_eval keeps them
     # so); under grad/jvp stop_gradient exposes the concrete primal values; values that are
     # really traced (jit/vmap arguments) cannot size a list, and the capacity must be given.
     with jax.ensure_compile_time_eval():
-        coords = concrete_or_none(jax.lax.stop_gradient(system.coords))
         boundary = jax.lax.stop_gradient(system.boundary)
+        if finder.capacity is not None:
+            return finder.given_capacity(system.n_atoms, boundary)
+        coords = concrete_or_none(jax.lax.stop_gradient(system.coords))
         if coords is None or is_traced(boundary):
             raise SimulationError(
                 "cannot size the neighbor list: the starting coordinates (or box) are traced. Give the finder a "
-                "capacity, e.g. DistanceNeighborFinder(..., capacity=n) or finder.with_capacity(n)"
+                f"capacity, e.g. {type(finder).__name__}(..., capacity=n) or finder.with_capacity(n)"
             )
-        count = int(finder.count_neighbors(coords, boundary, system.excluded_pairs().array))
-    return auto_capacity(count, finder.margin, system.n_atoms)
+        return finder.initial_capacity(coords, boundary, system.excluded_pairs().array)
 
 
 def _check_inputs(system, integrator, n_steps, key):
@@ -314,7 +315,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
             break
         if neighbors is None or not bool(neighbors.overflowed):
             break
-        capacity = auto_capacity(int(neighbors.max_count), system.neighbor_finder.margin, system.n_atoms)
+        capacity = system.neighbor_finder.grown_capacity(neighbors, capacity)
     if not check:
         return trajectory
     if traced:
@@ -344,6 +345,7 @@ def _traced_checks(trajectory: Trajectory) -> Trajectory:
             neighbors.overflowed,
             "neighbor list overflow: more pairs within the cutoff than the list capacity. Inside "
             "jit/grad the list cannot be reallocated: give the finder a larger capacity "
-            "(DistanceNeighborFinder(..., capacity=n)) or run once eagerly to size it",
+            "(DistanceNeighborFinder(..., capacity=n)) or run once eagerly to size it (a cell list also "
+            "overflows when a cell holds more atoms than it has slots)",
         )
     return eqx.error_if(trajectory, trajectory.state.first_nonfinite_step >= 0, _blow_up_message(None, None))

@@ -15,7 +15,7 @@ from .atoms import Atoms
 from .boundaries import NoBoundary, RectangularBoundary
 from .interactions.base import PairwiseInteraction, SpecificInteraction, merge_terms
 from .loggers import Logger
-from .neighbors import DistanceNeighborFinder, NoNeighborFinder
+from .neighbors import CellListNeighborFinder, DistanceNeighborFinder, NoNeighborFinder, _ListFinder
 from .units import OPENMM_UNITS, UnitSystem
 
 _NO_PAIRS = StaticArray(np.zeros((0, 2), np.int32))
@@ -64,7 +64,7 @@ class System(eqx.Module):
         pairwise_inters: tuple of PairwiseInteraction (the reference's `general_inters`).
         specific_inters: tuple of SpecificInteraction; lists of one-term constructors
             (the reference's `specific_inter_lists`) are merged into batches.
-        neighbor_finder: NoNeighborFinder() or DistanceNeighborFinder(...).
+        neighbor_finder: NoNeighborFinder(), DistanceNeighborFinder(...) or CellListNeighborFinder(...).
         loggers: dict name → Logger; records come back in `Trajectory.logs[name]`.
         units: UnitSystem (default OPENMM_UNITS; REDUCED_UNITS has k_B = 1).
         exclusions: (E, 2) atom pairs that no pairwise interaction sees (e.g. 1-2, 1-3).
@@ -81,7 +81,7 @@ class System(eqx.Module):
     boundary: NoBoundary | RectangularBoundary
     pairwise_inters: tuple = ()
     specific_inters: tuple = ()
-    neighbor_finder: NoNeighborFinder | DistanceNeighborFinder = NoNeighborFinder()
+    neighbor_finder: NoNeighborFinder | DistanceNeighborFinder | CellListNeighborFinder = NoNeighborFinder()
     loggers: dict = eqx.field(default_factory=dict)
     units: UnitSystem = eqx.field(static=True, default=OPENMM_UNITS)
     exclusions: StaticArray = eqx.field(static=True, default=_NO_PAIRS)
@@ -153,7 +153,7 @@ class System(eqx.Module):
                     f"{name}: cutoff {rc} exceeds half the smallest box side ({half_box}); "
                     "the minimum-image convention would miss interactions"
                 )
-            if getattr(inter, "use_neighbors", False) and isinstance(finder, DistanceNeighborFinder):
+            if getattr(inter, "use_neighbors", False) and isinstance(finder, _ListFinder):
                 if not np.isfinite(rc):
                     raise ValueError(
                         f"{name}(use_neighbors=True) needs a finite cutoff no larger than the neighbor "
@@ -161,13 +161,13 @@ class System(eqx.Module):
                     )
                 if rc > finder.cutoff:
                     raise ValueError(f"{name}: cutoff {rc} exceeds the neighbor finder's cutoff {finder.cutoff}")
-        if isinstance(finder, DistanceNeighborFinder) and finder.cutoff > half_box:
+        if isinstance(finder, _ListFinder) and finder.cutoff > half_box:
             raise ValueError(
-                f"DistanceNeighborFinder: cutoff {finder.cutoff} exceeds half the smallest box side ({half_box})"
+                f"{type(finder).__name__}: cutoff {finder.cutoff} exceeds half the smallest box side ({half_box})"
             )
-        if isinstance(finder, DistanceNeighborFinder) and finder.ineligible is not None and len(finder.ineligible):
+        if isinstance(finder, _ListFinder) and finder.ineligible is not None and len(finder.ineligible):
             if finder.ineligible.array.max() >= self.n_atoms:
-                raise ValueError("DistanceNeighborFinder: eligible matrix is larger than the number of atoms")
+                raise ValueError(f"{type(finder).__name__}: eligible matrix is larger than the number of atoms")
 
     # ---- derived, static information -------------------------------------------------
 
@@ -185,7 +185,7 @@ class System(eqx.Module):
 
     def uses_neighbor_list(self) -> bool:
         """True if some interaction reads a dynamic neighbor list."""
-        return isinstance(self.neighbor_finder, DistanceNeighborFinder) and any(
+        return isinstance(self.neighbor_finder, _ListFinder) and any(
             getattr(inter, "use_neighbors", False) for inter in self.pairwise_inters
         )
 

@@ -1,0 +1,104 @@
+"""CellListNeighborFinder: the same pairs as brute force (2-D and 3-D, rectangular boxes,
+exclusions), overflow of the cell slots reallocated eagerly and an error under tracing, and
+simulations (values, reverse- and forward-mode derivatives) equal to DistanceNeighborFinder's."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffmd as md
+from test_neighbors import brute_force_pairs, listed_pairs, lj_fluid
+
+R = md.REDUCED_UNITS
+
+
+def uniform_coords(n, sides, seed):
+    return np.random.default_rng(seed).uniform(0, 1, (n, len(sides))) * sides
+
+
+def built(finder, coords, boundary, excluded=np.zeros((0, 2), np.int32)):
+    capacity = finder.initial_capacity(jnp.asarray(coords), boundary, excluded)
+    return capacity, finder.build(jnp.asarray(coords), boundary, excluded, capacity)
+
+
+@pytest.mark.parametrize("n_dims, sides, n", [(3, [4.3, 5.1, 6.2], 300), (2, [6.1, 7.3], 200)])
+def test_pair_set_equals_brute_force(n_dims, sides, n):
+    sides = np.asarray(sides)
+    boundary = md.RectangularBoundary(sides)
+    cutoff = 1.2
+    coords = uniform_coords(n, sides, seed=n_dims)
+    coords[:5] += sides  # outside the box: the grid must wrap them
+    excluded = np.array([[0, 1], [2, 7], [10, 11], [5, 120]], np.int32)
+    capacity, nl = built(md.CellListNeighborFinder(cutoff), coords, boundary, excluded)
+    assert capacity[2] is not None and min(capacity[2]) >= 3  # the cell grid is really used
+    expected = brute_force_pairs(coords, sides, cutoff, excluded=[tuple(p) for p in excluded])
+    assert listed_pairs(nl) == expected
+    assert not bool(nl.overflowed)
+    assert {tuple(p) for p in nl.pairs()} == expected
+
+
+def test_small_box_falls_back_to_all_pairs_and_agrees():
+    """Fewer than 3 cells per side: every atom is a candidate (the distance finder's build)."""
+    sides = np.array([3.0, 3.0, 3.0])
+    coords = uniform_coords(60, sides, seed=1)
+    capacity, nl = built(md.CellListNeighborFinder(1.2), coords, md.RectangularBoundary(sides))
+    assert capacity[2] is None
+    assert listed_pairs(nl) == brute_force_pairs(coords, sides, 1.2)
+
+
+def test_cell_overflow_is_detected_and_reallocated_eagerly():
+    """Starts sized for a uniform density, then every atom in one corner: too many atoms per
+    cell. Eagerly, simulate grows the cell slots and reruns; under jit it is an error."""
+    sides = np.array([6.0, 6.0, 6.0])
+    grid = np.stack(np.meshgrid(*[np.arange(6)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    crowded = 0.2 + 0.32 * grid + np.random.default_rng(3).normal(0, 0.01, grid.shape)  # 216 atoms, 8 cells
+    n = len(crowded)
+    boundary = md.RectangularBoundary(sides)
+    finder = md.CellListNeighborFinder(1.5, capacity=n - 1)  # traced-style sizing: from the density
+    capacity = finder.given_capacity(n, boundary)
+    nl = finder.build(jnp.asarray(crowded), boundary, np.zeros((0, 2), np.int32), capacity)
+    assert int(nl.max_cell_count) > capacity[1] and bool(nl.overflowed)
+
+    velocities = md.random_velocities(jax.random.PRNGKey(0), jnp.ones(n), 0.1, R)
+    system = md.System(md.Atoms.uniform(n, mass=1.0, sigma=0.3, epsilon=0.5), jnp.asarray(crowded), boundary,
+                       velocities=velocities, units=R, neighbor_finder=finder,
+                       pairwise_inters=(md.LennardJones(use_neighbors=True, cutoff=md.ShiftedForceCutoff(1.2)),))
+    run = md.simulate(system, md.VelocityVerlet(0.002), 10)
+    assert not bool(run.state.neighbors.overflowed)
+    assert run.state.neighbors.cell_capacity > capacity[1]
+    reference = md.simulate(eqx.tree_at(lambda s: s.neighbor_finder, system, md.DistanceNeighborFinder(1.5)), md.VelocityVerlet(0.002), 10)
+    np.testing.assert_allclose(run.coords, reference.coords, rtol=1e-10, atol=1e-12)
+    with pytest.raises(Exception, match="neighbor list overflow"):
+        jax.jit(lambda: md.simulate(system, md.VelocityVerlet(0.002), 10).coords)()
+
+
+def fluid(finder, n=256, seed=0):
+    side = (n / 0.6) ** (1 / 3)  # reduced density 0.6: 7.5 σ, 4 cells of 1.88 per side
+    grid = np.stack(np.meshgrid(*[np.arange(7)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n]
+    coords = (grid + 0.5) * (side / 7) + np.random.default_rng(seed).normal(0, 0.03, (n, 3))
+    velocities = md.random_velocities(jax.random.PRNGKey(seed), jnp.ones(n), 1.0, R)
+    return lj_fluid(jnp.asarray(coords), velocities, md.CubicBoundary(side), finder, rc=1.5)
+
+
+def test_simulation_and_derivatives_equal_the_distance_finder():
+    """Values, jax.grad (reverse, checkpointed) and jax.jvp (forward mode) through a run with a
+    cell list equal those with the all-pairs finder (same pairs, same arithmetic)."""
+    def loss(sigma, finder, mode="reverse"):
+        system = fluid(finder)
+        system = eqx.tree_at(lambda s: s.atoms, system, md.Atoms.uniform(system.n_atoms, mass=1.0, sigma=sigma, epsilon=1.0))
+        trajectory = md.simulate(system, md.VelocityVerlet(0.004), 40, grad_mode=mode)
+        return trajectory.state.potential_energy / system.n_atoms
+
+    cell, distance = md.CellListNeighborFinder(1.8), md.DistanceNeighborFinder(1.8)
+    capacity = cell.initial_capacity(fluid(cell).coords, fluid(cell).boundary, np.zeros((0, 2), np.int32))
+    assert capacity[2] == (4, 4, 4)
+    value, grad = jax.value_and_grad(loss)(1.0, cell)
+    ref_value, ref_grad = jax.value_and_grad(loss)(1.0, distance)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-7)
+    assert abs(float(grad)) > 0.1
+    np.testing.assert_allclose(jax.grad(loss)(1.0, cell, "checkpointed"), ref_grad, rtol=1e-7)
+    _, tangent = jax.jvp(lambda s: loss(s, cell, "forward"), (1.0,), (1.0,))
+    np.testing.assert_allclose(tangent, ref_grad, rtol=1e-7)
