@@ -26,6 +26,7 @@ from .loggers import (
 )
 from .neighbors import CellListNeighborFinder, DistanceNeighborFinder, NeighborList, NoNeighborFinder
 from .observables import distance_matrix, mean_min_separation, min_separations
+from .parallel import map_replicas, replica_mesh, replica_sharding  # docs/parallel.md
 from .simulate import SimulationError, Trajectory, simulate
 from .system import System
 from .units import OPENMM_UNITS, REDUCED_UNITS, UnitSystem
@@ -41,13 +42,8 @@ __all__ = [
     "PotentialEnergyLogger", "TemperatureLogger", "TotalEnergyLogger", "VelocitiesLogger",
     "CellListNeighborFinder", "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
     "distance_matrix", "mean_min_separation", "min_separations",
+    "map_replicas", "replica_mesh", "replica_sharding",
     "SimulationError", "Trajectory", "simulate", "System",
     "OPENMM_UNITS", "REDUCED_UNITS", "UnitSystem",
     *_interaction_names,
 ]
-
-# Replicas and parameter sets sharded over devices (docs/parallel.md).
-from . import parallel  # noqa: E402
-from .parallel import map_replicas, replica_mesh, replica_sharding  # noqa: E402
-
-__all__ += ["parallel", "map_replicas", "replica_mesh", "replica_sharding"]
