@@ -34,9 +34,11 @@ Engines (each engine × N × dtype runs in its own process, so peak RSS is that 
 Timing: after a warm-up, chunks are timed until the window holds at least `--seconds` seconds
 and `--min-steps` steps (several rebuild intervals: at skin 0.2 nm the lists are rebuilt about
 every 70–90 steps, so a rebuild costs what it really costs). Reported throughput is the
-amortised mean over the window (total steps / total time). Each diffmd call builds its neighbor
-list once at its start (simulate has no way to continue from a previous list); these builds
-are in the timed window and are counted separately (`chunk_start_builds`). Compile time is kept
+amortised mean over the window (total steps / total time). Each diffmd call continues from the
+previous call's final state (`simulate(..., start=state)`: the same neighbor list, one force
+evaluation at the start of the call, no extra build). Skins: each engine its best — JAX MD
+0.2 nm (the anchors' sweep), diffmd 0.1 nm by default (`--diffmd-skin`: its builds are cheap, and
+a thinner skin means fewer listed pairs per step; at 8,000 atoms 0.1 and 0.2 tie). Compile time is kept
 out of the window: JAX MD's from `lower().compile()`, diffmd's as its first call minus a
 steady call of the same length. Energy drift is the slope of a least-squares line through the
 total energy per atom over the window (every step for diffmd, at chunk boundaries for the
@@ -351,15 +353,15 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
     sizing_s = time.perf_counter() - t0
 
     loggers = {"probe": md.ObservableLogger(_probe, every=1)}
-    coords, velocities = start["coords"], start["velocities"]
+    system = diffmd_system(start, dtype, finder, skin, capacity, loggers)
+    state = None  # each call continues from the previous call's final state (list included)
     reallocations = 0
 
     def call():
-        nonlocal coords, velocities, capacity, reallocations
-        system = diffmd_system(start, dtype, finder, skin, capacity, loggers, coords, velocities)
-        ref0 = np.asarray(system.coords[0])
+        nonlocal state, capacity, reallocations
+        ref0 = np.asarray(system.coords[0] if state is None else state.neighbors.reference_coords[0])
         t = time.perf_counter()
-        trajectory = jax.block_until_ready(md.simulate(system, integrator, chunk_steps))
+        trajectory = jax.block_until_ready(md.simulate(system, integrator, chunk_steps, start=state))
         elapsed = time.perf_counter() - t
         grown = int(trajectory.state.neighbors.capacity) != capacity  # simulate reallocated (and recompiled)
         if grown:
@@ -367,7 +369,7 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
             capacity = int(trajectory.state.neighbors.capacity)
         refs, energies = (np.asarray(x) for x in trajectory.logs["probe"])
         changed = np.concatenate([[np.any(refs[0] != ref0)], np.any(refs[1:] != refs[:-1], axis=1)])
-        coords, velocities = trajectory.coords, trajectory.velocities
+        state = trajectory.state
         return elapsed, int(changed.sum()), energies, grown
 
     first_s, _, energies, _ = call()
@@ -392,7 +394,7 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
         "variant": f"{'f32' if dtype == 'float32' else 'f64'} {finder}",
         "chunk_steps": chunk_steps, "capacity": capacity, "compile_s": max(first_s - steady, 0.0),
         "first_call_s": first_s, "setup_s": sizing_s, "rebuilds": rebuilds,
-        "chunk_start_builds": len(times), "reallocations": reallocations,
+        "reallocations": reallocations,
         "pe_start_per_atom": pe0 / n, "e_start_per_atom": (pe0 + ke0) / n,
         "jax": jax.__version__, "peak_rss_mib_before": rss_before,
     }
@@ -404,9 +406,9 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
 
 def default_chunk_steps(n_atoms: int, seconds: float, min_steps: int) -> int:
     """Steps per diffmd call: half the window (half of `seconds` at a guessed 2e5 atom-steps/s,
-    at least half of `min_steps`), a multiple of 50 in [100, 2000]. Each call rebuilds its
-    neighbor list once at its start (extra work a single long run would not do), so longer
-    calls charge diffmd less for that artefact of timing in chunks."""
+    at least half of `min_steps`), a multiple of 50 in [100, 2000]. Each call starts with one
+    force evaluation a single long run would not do, so longer calls charge diffmd less for
+    that artefact of timing in chunks."""
     guess = max(seconds / 2 * 2e5 / n_atoms, min_steps / 2)
     return int(min(2000, max(100, math.ceil(guess / 50) * 50)))
 
@@ -573,7 +575,7 @@ def run_openmm(start: dict, *, threads: int = 2, platform_name: str = "CPU", sec
 def _child(args) -> None:
     start = load_start(args.start)
     if args.child == "diffmd":
-        record = run_diffmd(start, dtype=args.dtype, finder=args.finder, skin=args.skin, seconds=args.seconds,
+        record = run_diffmd(start, dtype=args.dtype, finder=args.finder, skin=args.diffmd_skin, seconds=args.seconds,
                             min_steps=args.min_steps, chunk_steps=args.chunk_steps)
     elif args.child == "jax-md":
         record = run_jaxmd(start, skin=args.skin, seconds=args.seconds, min_steps=args.min_steps)
@@ -584,7 +586,7 @@ def _child(args) -> None:
 
 def _run_child(engine: str, start_file: Path, args, dtype: str = "float32") -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--start", str(start_file),
-           "--dtype", dtype, "--finder", args.finder, "--skin", str(args.skin), "--seconds", str(args.seconds),
+           "--dtype", dtype, "--finder", args.finder, "--skin", str(args.skin), "--diffmd-skin", str(args.diffmd_skin), "--seconds", str(args.seconds),
            "--min-steps", str(args.min_steps), "--threads", str(args.threads)]
     if args.chunk_steps:
         cmd += ["--chunk-steps", str(args.chunk_steps)]
@@ -618,14 +620,12 @@ def _fmt(x, spec: str, empty: str = "–") -> str:
 def table(records: list[dict]) -> str:
     """Markdown table of the records."""
     head = ("| N | engine | variant | steps/s | atom-steps/s | × diffmd | × jax-md | × openmm | compile s | "
-            "timed steps | rebuilds (+ chunk starts) | U₀ kJ/mol/atom | drift kJ/mol/atom/ns | ΔE window /atom | "
+            "timed steps | rebuilds | U₀ kJ/mol/atom | drift kJ/mol/atom/ns | ΔE window /atom | "
             "peak RSS MiB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     order = {e: i for i, e in enumerate(ENGINES)}
     for r in sorted(records, key=lambda r: (r["n_atoms"], order[r["engine"]], r.get("dtype", ""))):
         rebuilds = "–" if r.get("rebuilds") is None else str(r["rebuilds"])
-        if r.get("chunk_start_builds"):
-            rebuilds += f" (+{r['chunk_start_builds']})"
         lines.append(
             f"| {r['n_atoms']:,} | {r['engine']} | {r['variant']} | {r['steps_per_s']:.1f} | "
             f"{r['atom_steps_per_s']:.3g} | {_fmt(r.get('ratio_to_diffmd'), '.2f')} | "
@@ -645,7 +645,8 @@ def parse_args(argv=None):
                    help="diffmd precision(s) (default both; --quick: float64 at N <= 1000 only)")
     p.add_argument("--finder", choices=("distance", "cell"), default=None,
                    help="diffmd neighbor finder (default cell where diffmd has CellListNeighborFinder)")
-    p.add_argument("--skin", type=float, default=0.2, help="neighbor-list skin (nm), diffmd and JAX MD")
+    p.add_argument("--skin", type=float, default=0.2, help="JAX MD's neighbor-list skin (nm; its best in the anchors)")
+    p.add_argument("--diffmd-skin", type=float, default=0.1, help="diffmd's neighbor-list skin (nm)")
     p.add_argument("--seconds", type=float, default=None, help="minimum timed window per run (s; default 15, quick 3)")
     p.add_argument("--min-steps", type=int, default=None, help="minimum timed steps per run (default 500, quick 300)")
     p.add_argument("--chunk-steps", type=int, default=None, help="steps per diffmd simulate call (default by N)")
@@ -673,7 +674,7 @@ def main(argv=None) -> dict:
         args.finder = default_finder()
     elif args.finder == "cell" and "diffmd" in args.engines:
         try:  # fail now, with a clear message, if this diffmd has no cell lists
-            neighbor_finder("cell", CUTOFF + args.skin)
+            neighbor_finder("cell", CUTOFF + args.diffmd_skin)
         except RuntimeError as error:
             raise SystemExit(f"lj_fluid.py: {error}") from None
     dtypes = args.dtypes or list(DTYPES)
@@ -717,11 +718,11 @@ def main(argv=None) -> dict:
     elapsed = time.perf_counter() - t_start
     print(f"\nLJ argon NVE, cutoff {CUTOFF} nm (smoothed from {SWITCH} nm), dt {DT * 1000:g} fs, "
           f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; diffmd finder: {args.finder}, "
-          f"skin {args.skin} nm ({elapsed:.0f} s in all)\n")
+          f"skin {args.skin} nm (JAX MD), {args.diffmd_skin} nm (diffmd) ({elapsed:.0f} s in all)\n")
     print(table(records))
     print("\nsteps/s and atom-steps/s: total timed steps / total timed time (rebuilds included). × peer: ratio "
           "of atom-steps/s at the same N (peer diffmd = float32). Rebuilds: neighbor-list rebuilds in the timed "
-          "window (+ the build each diffmd call starts with). drift: least-squares slope of the total energy per "
+          "window. Skin: JAX MD --skin, diffmd --diffmd-skin. drift: least-squares slope of the total energy per "
           "atom over the window; ΔE window: its end minus its start. Smoothing: diffmd and OpenMM use OpenMM's "
           "switch; JAX MD its own (polynomial in r²), so its U₀ differs slightly.")
     for s in skipped:
@@ -729,7 +730,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "lj_fluid",
         "settings": {"sizes": args.sizes, "engines": args.engines, "dtypes": dtypes, "finder": args.finder,
-                     "skin_nm": args.skin, "seconds": args.seconds, "min_steps": args.min_steps,
+                     "skin_nm": args.skin, "diffmd_skin_nm": args.diffmd_skin, "seconds": args.seconds, "min_steps": args.min_steps,
                      "openmm_threads": args.threads, "quick": args.quick, "cutoff_nm": CUTOFF,
                      "switch_nm": SWITCH, "dt_ps": DT, "temperature_K": TEMPERATURE, "density_per_nm3": DENSITY},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

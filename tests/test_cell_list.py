@@ -102,3 +102,23 @@ def test_simulation_and_derivatives_equal_the_distance_finder():
     np.testing.assert_allclose(jax.grad(loss)(1.0, cell, "checkpointed"), ref_grad, rtol=1e-7)
     _, tangent = jax.jvp(lambda s: loss(s, cell, "forward"), (1.0,), (1.0,))
     np.testing.assert_allclose(tangent, ref_grad, rtol=1e-7)
+
+
+@pytest.mark.parametrize("finder", [md.DistanceNeighborFinder(1.8), md.CellListNeighborFinder(1.8)],
+                         ids=["distance", "cell"])
+def test_run_in_chunks_with_start_equals_one_run(finder):
+    """simulate(..., start=previous.state) continues exactly: two chunks give the one long run,
+    reusing the list (same capacity, no reallocation), and the wrong start is refused."""
+    system, integrator = fluid(finder), md.VelocityVerlet(0.004)
+    whole = md.simulate(system, integrator, 60)
+    first = md.simulate(system, integrator, 25)
+    second = md.simulate(system, integrator, 35, start=first.state)
+    np.testing.assert_array_equal(second.coords, whole.coords)
+    np.testing.assert_array_equal(second.velocities, whole.velocities)
+    assert second.state.neighbors.idx.shape == first.state.neighbors.idx.shape
+    assert int(second.state.step) == 35
+    with pytest.raises(TypeError, match="start must be the MDState"):
+        md.simulate(system, integrator, 5, start=first)
+    with pytest.raises(ValueError, match="start has coordinates of shape"):
+        small = eqx.tree_at(lambda s: s.coords, first.state, first.state.coords[:10])
+        md.simulate(system, integrator, 5, start=small)

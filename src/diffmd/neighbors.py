@@ -48,6 +48,7 @@ class NeighborList(eqx.Module):
     max_count: Array
     max_cell_count: Array = eqx.field(default_factory=lambda: jnp.int32(0))
     cell_capacity: int = eqx.field(static=True, default=0)
+    grid: tuple | None = eqx.field(static=True, default=None)
 
     @property
     def capacity(self) -> int:
@@ -138,6 +139,10 @@ class _ListFinder(eqx.Module):
     def given_capacity(self, n_atoms: int, boundary):
         """Capacity from the finder's `capacity` (slots per atom) when coordinates are traced."""
         return min(self.capacity, max(1, n_atoms - 1))  # an atom has at most N − 1 neighbors
+
+    def capacity_of(self, neighbors: NeighborList):
+        """The capacity a list was built with."""
+        return neighbors.idx.shape[1]
 
     def grown_capacity(self, neighbors: NeighborList, capacity):
         """A capacity large enough for what an overflowing run observed."""
@@ -247,7 +252,10 @@ class CellListNeighborFinder(_ListFinder):
         if max_count is not None:
             count, cells = jnp.maximum(max_count, count), jnp.maximum(max_cell_count, cells)
         return NeighborList(idx=idx, reference_coords=coords, max_count=count, max_cell_count=cells,
-                            cell_capacity=cell_capacity)
+                            cell_capacity=cell_capacity, grid=grid)
+
+    def capacity_of(self, neighbors: NeighborList):
+        return neighbors.idx.shape[1], neighbors.cell_capacity, neighbors.grid
 
 
 _BOX_TOO_SMALL = 2**30  # max_cell_count marker: the box no longer holds the grid's cells

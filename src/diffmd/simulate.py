@@ -138,12 +138,28 @@ def _restart(state: MDState, force_fn) -> MDState:
                        (coords, velocities, forces, energy, neighbors), is_leaf=lambda x: x is None)
 
 
+def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_vjp: bool) -> MDState:
+    """The state a continued run starts from: the previous run's coordinates, velocities and
+    neighbor list (rebuilt only if its capacity changed), the step counter at 0. Forces are
+    recomputed with this System, so they depend on its parameters (one force evaluation)."""
+    neighbors = start.neighbors if system.uses_neighbor_list() else None
+    if system.uses_neighbor_list() and (neighbors is None or system.neighbor_finder.capacity_of(neighbors) != capacity):
+        neighbors, energy, forces = force_fn(start.coords, None, jnp.int32(0))
+    else:
+        energy, forces = energy_and_forces(system, start.coords, neighbors, symmetric_vjp=symmetric_vjp)
+    return MDState(start.coords, start.velocities, forces.astype(start.coords.dtype), energy, jnp.int32(0),
+                   start.key if key is None else key, neighbors, jnp.int32(-1))
+
+
 @eqx.filter_jit
 def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str = "reverse",
          segment: int | None = None, backprop_window: int | None = None,
-         backprop_steps: int | None = None) -> Trajectory:
+         backprop_steps: int | None = None, start: MDState | None = None) -> Trajectory:
     force_fn = _force_fn(system, capacity, symmetric_vjp=mode != "forward")
-    state = _initial_state(system, force_fn, key)
+    if start is None:
+        state = _initial_state(system, force_fn, key)
+    else:
+        state = _continued_state(start, system, force_fn, capacity, key, mode != "forward")
     steps_per_segment = _segment_steps(n_steps, segment)
     detach_from = None if backprop_steps is None else n_steps - backprop_steps
 
@@ -259,7 +275,7 @@ def _check_inputs(system, integrator, n_steps, key):
 
 def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, grad_mode: str = "reverse",
              segment_length: int | None = None, backprop_window: int | None = None,
-             backprop_steps: int | None = None) -> Trajectory:
+             backprop_steps: int | None = None, start: MDState | None = None) -> Trajectory:
     """Run `n_steps` of `integrator` from `system`'s coordinates and velocities.
 
     The whole run is one jitted `lax.scan` (compiled once per static configuration and cached);
@@ -292,6 +308,12 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
             at step t flows back through steps t − (t mod w) … t only (through w steps at a cut
             point).
         backprop_steps: gradients flow only through the last `backprop_steps` steps.
+        start: continue from a previous run's final state (`trajectory.state`) of the same
+            System: its coordinates, velocities and neighbor list are reused (no rebuild),
+            so a long run can be made in chunks; forces are recomputed with this System.
+            `system.coords` / `velocities` are then ignored; the step counter starts again at
+            0 (loggers and an `every` schedule count from the start of this call); `key`, if
+            given, replaces the state's PRNG key.
     """
     _check_inputs(system, integrator, n_steps, key)
     if grad_mode not in GRAD_MODES:
@@ -303,11 +325,17 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
     if backprop_steps is not None and backprop_steps > n_steps:
         backprop_steps = None  # the whole run
     n_steps = int(n_steps)
-    capacity = _choose_capacity(system)
-    traced = is_traced((system, integrator, key))
+    if start is not None and not isinstance(start, MDState):
+        raise TypeError(f"simulate: start must be the MDState of a previous run (trajectory.state), got {type(start).__name__}")
+    if start is not None and start.coords.shape != system.coords.shape:
+        raise ValueError(f"simulate: start has coordinates of shape {start.coords.shape}, the System {system.coords.shape}")
+    capacity = (system.neighbor_finder.capacity_of(start.neighbors)
+                if start is not None and start.neighbors is not None and system.uses_neighbor_list()
+                else _choose_capacity(system))
+    traced = is_traced((system, integrator, key, start))
     for _ in range(MAX_REALLOCATIONS + 1):
         trajectory = _run(system, integrator, n_steps, key, capacity, grad_mode, segment_length,
-                          backprop_window, backprop_steps)
+                          backprop_window, backprop_steps, start)
         neighbors = trajectory.state.neighbors
         # Also traced when called under an outer jit that closes over a concrete system.
         traced = traced or is_traced(trajectory.state)
