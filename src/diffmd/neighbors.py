@@ -235,8 +235,10 @@ class CellListNeighborFinder(_ListFinder):
                              "outside jit/vmap, or use DistanceNeighborFinder")
         sides = np.asarray(jax.device_get(boundary.sides), dtype=np.float64)
         grid = tuple(int(c) for c in np.floor(sides / self.cutoff))
-        if min(grid) < 3 or 3 ** len(grid) * n_atoms / np.prod(grid) >= n_atoms * 0.5:
-            return None  # too few cells: candidates would be (nearly) every atom
+        # Each atom's candidates are 3^D of the cells: with fewer than 2·3^D cells that is half
+        # the atoms or more, and all pairs is cheaper; below 3 per side cells would repeat.
+        if min(grid) < 3 or np.prod(grid) <= 2 * 3 ** len(grid):
+            return None
         return grid
 
     def build(self, coords: Array, boundary, excluded: np.ndarray, capacity, max_count=None,
