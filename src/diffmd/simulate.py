@@ -54,6 +54,9 @@ def _force_fn(system, capacity: int | None, symmetric_vjp: bool = True):
     def update(coords, neighbors: NeighborList | None, step):
         if not uses_list:
             return None
+        # Lists carry no derivative: cutting the coordinates (and box) before the rebuild's
+        # lax.cond keeps the cond out of the differentiated program (no residuals, no transpose).
+        coords = jax.lax.stop_gradient(coords)
         if neighbors is None:
             return finder.build(coords, system.boundary, excluded, capacity)
         moved = system.boundary.vector(neighbors.reference_coords, jax.lax.stop_gradient(coords))
