@@ -1,55 +1,110 @@
-"""Where the backward time goes: a bare scan of velocity-Verlet steps (N = 1000 LJ argon,
-fixed neighbor list, float32), forward vs value-and-gradient (diffmd's custom VJP, JAX's own
-autodiff), one forward-mode tangent, and the gradient with the pair kernel's backward pass
-replaced by a cheap stub (what everything else costs).
+"""Where the backward time goes: a bare scan of velocity-Verlet steps (LJ argon as in
+gradient_memory.py, fixed neighbor list, float32), timed per step for
 
-    .venv/bin/python benchmarks/backward_profile.py
+- the forward step;
+- value and gradient with respect to σ through diffmd's custom VJP of the pair kernel;
+- the same with JAX's own autodiff of the pair kernel (no custom VJP);
+- one forward-mode tangent;
+- value and gradient with the pair kernel's backward pass replaced by a cheap stub, i.e. what
+  the integrator and everything but the pair kernel cost backward.
+
+    .venv/bin/python benchmarks/backward_profile.py [--atoms 1000] [--steps 50]
 """
-import time, sys, jax, jax.numpy as jnp, numpy as np, equinox as eqx
-import diffmd as md
-from diffmd import energy as E
-sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parent)); import gradient_memory as gm
-import importlib; S = importlib.import_module("diffmd.simulate")
-n = 1000; T = 50
-s = gm.make_system(n, gm.SIGMA)
-cap = S._choose_capacity(s)
-nl = s.neighbor_finder.build(s.coords, s.boundary, s.excluded_pairs().array, cap)
-inter = s.pairwise_inters[0]; b = s.boundary
-dt = 0.002; m = 39.948
-def run(sig, idx, mode):
-    atoms = md.Atoms.uniform(n, mass=gm.MASS, sigma=sig, epsilon=gm.EPSILON, dtype=jnp.float32)
-    kern = E._pair_rows if mode == "sym" else E._pair_rows_plain
-    def body(c, _):
-        x, v, f = c
-        vh = v + 0.5 * dt * f / m
-        x = x + dt * vh
-        e, f = kern(x, b, atoms, inter, idx)
-        v = vh + 0.5 * dt * f / m
-        return (x, v, f), e
-    e0, f0 = kern(s.coords, b, atoms, inter, idx)
-    (x, v, f), es = jax.lax.scan(body, (s.coords, s.velocities, f0), None, length=T)
-    return jnp.mean(es) / n
-def bench(name, f, *a, reps=5):
-    c = jax.jit(f).lower(*a).compile(); r = c(*a); jax.block_until_ready(r)
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter(); r = c(*a); jax.block_until_ready(r); ts.append(time.perf_counter() - t)
-    print(f"{name:40s} {np.min(ts)*1e3/T:7.3f} ms/step", flush=True)
-s0 = jnp.float32(gm.SIGMA)
-bench("fwd scan", lambda sg, i: run(sg, i, "sym"), s0, nl.idx)
-bench("value_and_grad scan (custom vjp)", jax.value_and_grad(lambda sg, i: run(sg, i, "sym")), s0, nl.idx)
-bench("value_and_grad scan (plain autodiff)", jax.value_and_grad(lambda sg, i: run(sg, i, "plain")), s0, nl.idx)
-bench("jvp scan", lambda sg, i: jax.jvp(lambda q: run(q, i, "plain"), (sg,), (1.0,)), s0, nl.idx)
-def make_bwd():
-    """A stub backward pass: the cotangents it returns are cheap, so only the rest is timed."""
-    def bwd(residuals, cotangents):
-        x, boundary, atoms, inter, idx = residuals
-        e_bar, f_bar = cotangents
-        zeros = lambda t: jax.tree_util.tree_map(
-            lambda a: jnp.zeros_like(a) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact) else None, t)
-        depends = (jnp.sum(f_bar) + e_bar) * 1e-12  # keep the backward pass alive (no DCE)
-        atoms_bar = jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) + depends.astype(a.dtype), atoms)
-        return (1e-9 * f_bar.astype(x.dtype), zeros(boundary), atoms_bar, zeros(inter), None)
-    return bwd
-E._pair_rows.defvjp(E._pair_rows_fwd, make_bwd()); jax.clear_caches()
-bench("value_and_grad, stub pair backward", jax.value_and_grad(lambda sg, i: run(sg, i, "sym")), s0, nl.idx)
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gradient_memory as fluid  # noqa: E402
+
+import diffmd as md  # noqa: E402
+from diffmd import energy  # noqa: E402
+
+simulate_module = importlib.import_module("diffmd.simulate")
+
+
+def make_run(n_atoms: int, n_steps: int):
+    """run(σ, idx, kernel) → mean potential energy per atom over a bare Verlet scan."""
+    system = fluid.make_system(n_atoms, fluid.SIGMA)
+    capacity = simulate_module._choose_capacity(system)
+    idx = system.neighbor_finder.build(system.coords, system.boundary, system.excluded_pairs().array, capacity).idx
+    inter, boundary = system.pairwise_inters[0], system.boundary
+
+    def run(sigma, idx, kernel):
+        atoms = md.Atoms.uniform(n_atoms, mass=fluid.MASS, sigma=sigma, epsilon=fluid.EPSILON, dtype=jnp.float32)
+        half_dt_over_m = 0.5 * fluid.DT / fluid.MASS
+
+        def step(carry, _):
+            x, v, f = carry
+            v_half = v + half_dt_over_m * f
+            x = x + fluid.DT * v_half
+            e, f = kernel(x, boundary, atoms, inter, idx)
+            return (x, v_half + half_dt_over_m * f, f), e
+
+        _, f0 = kernel(system.coords, boundary, atoms, inter, idx)
+        _, energies = jax.lax.scan(step, (system.coords, system.velocities, f0), None, length=n_steps)
+        return jnp.mean(energies) / n_atoms
+
+    return run, idx
+
+
+def stub_backward(residuals, cotangents):
+    """Cheap cotangents that still depend on the incoming ones (so nothing is dead code)."""
+    x, boundary, atoms, inter, _ = residuals
+    e_bar, f_bar = cotangents
+    zeros = lambda tree: jax.tree_util.tree_map(  # noqa: E731
+        lambda a: jnp.zeros_like(a) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact) else None, tree)
+    depends = (jnp.sum(f_bar) + e_bar) * 1e-12
+    atoms_bar = jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) + depends.astype(a.dtype), atoms)
+    return 1e-9 * f_bar.astype(x.dtype), zeros(boundary), atoms_bar, zeros(inter), None
+
+
+def per_step_ms(fn, args, n_steps: int, repeats: int = 5) -> float:
+    compiled = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return min(times) / n_steps * 1e3
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--atoms", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=50)
+    args = p.parse_args(argv)
+    run, idx = make_run(args.atoms, args.steps)
+    sigma = jnp.float32(fluid.SIGMA)
+    custom, plain = energy._pair_rows, energy._pair_rows_plain
+    cases = [
+        ("forward step", lambda s, i: run(s, i, custom)),
+        ("value and gradient, custom VJP", jax.value_and_grad(lambda s, i: run(s, i, custom))),
+        ("value and gradient, JAX autodiff", jax.value_and_grad(lambda s, i: run(s, i, plain))),
+        ("forward mode, one tangent", lambda s, i: jax.jvp(lambda q: run(q, i, plain), (s,), (jnp.ones_like(s),))),
+    ]
+    rows = [(name, per_step_ms(fn, (sigma, idx), args.steps)) for name, fn in cases]
+    custom.defvjp(energy._pair_rows_fwd, stub_backward)  # this process only
+    jax.clear_caches()
+    try:
+        rows.append(("value and gradient, stub pair backward",
+                     per_step_ms(jax.value_and_grad(lambda s, i: run(s, i, custom)), (sigma, idx), args.steps)))
+    finally:
+        custom.defvjp(energy._pair_rows_fwd, energy._pair_rows_bwd)
+    print(f"| N = {args.atoms}, {args.steps} steps | ms per step | × forward |\n|---|---|---|")
+    for name, ms in rows:
+        print(f"| {name} | {ms:.3f} | {ms / rows[0][1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
