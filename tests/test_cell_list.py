@@ -122,3 +122,22 @@ def test_run_in_chunks_with_start_equals_one_run(finder):
     with pytest.raises(ValueError, match="start has coordinates of shape"):
         small = eqx.tree_at(lambda s: s.coords, first.state, first.state.coords[:10])
         md.simulate(system, integrator, 5, start=small)
+
+
+def test_vmap_over_replicas_with_a_cell_list():
+    """Traced starts (vmap): the cell slots come from the density; results equal a loop."""
+    finder = md.CellListNeighborFinder(1.8, capacity=60)
+    base = fluid(finder)
+    keys = jax.random.split(jax.random.PRNGKey(5), 2)
+    coords = jnp.stack([base.coords + 0.02 * jax.random.normal(k, base.coords.shape) for k in keys])
+
+    def run(c):
+        system = eqx.tree_at(lambda s: s.coords, base, c)
+        trajectory = md.simulate(system, md.VelocityVerlet(0.004), 20)
+        return trajectory.coords, trajectory.state.neighbors.grid
+
+    batched, grid = jax.vmap(lambda c: run(c)[0])(coords), run(coords[0])[1]
+    assert grid == (4, 4, 4)
+    for r in range(2):
+        np.testing.assert_allclose(batched[r], run(coords[r])[0], rtol=1e-10, atol=1e-12)
+    assert not np.allclose(batched[0], batched[1])
