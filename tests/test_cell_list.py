@@ -2,6 +2,8 @@
 exclusions), overflow of the cell slots reallocated eagerly and an error under tracing, and
 simulations (values, reverse- and forward-mode derivatives) equal to DistanceNeighborFinder's."""
 
+import importlib
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -141,3 +143,38 @@ def test_vmap_over_replicas_with_a_cell_list():
     for r in range(2):
         np.testing.assert_allclose(batched[r], run(coords[r])[0], rtol=1e-10, atol=1e-12)
     assert not np.allclose(batched[0], batched[1])
+
+
+@pytest.mark.parametrize("finder", [md.DistanceNeighborFinder(1.8), md.CellListNeighborFinder(1.8)],
+                         ids=["distance", "cell"])
+def test_eager_overflow_reruns_only_the_affected_chunk(finder, monkeypatch):
+    """A list with exactly the start's slots overflows as the hot lattice melts. Eagerly, a long run goes in
+    chunks and only a chunk whose list overflowed is rerun; the trajectory and the logs are
+    those of one run with room to spare (a jitted run of the whole length)."""
+    simulate_module = importlib.import_module("diffmd.simulate")
+    monkeypatch.setattr(simulate_module, "EAGER_CHUNK_STEPS", 20)
+    calls = []
+    original = simulate_module._run
+
+    def spy(system, integrator, n_steps, *args, **kwargs):
+        calls.append(n_steps)
+        return original(system, integrator, n_steps, *args, **kwargs)
+
+    monkeypatch.setattr(simulate_module, "_run", spy)
+    loggers = {"pe": md.PotentialEnergyLogger(5), "coords": md.CoordinatesLogger(10)}
+    system = eqx.tree_at(lambda s: s.loggers, fluid(finder), loggers)
+    hot = md.random_velocities(jax.random.PRNGKey(1), jnp.ones(system.n_atoms), 3.0, R)
+    system = eqx.tree_at(lambda s: s.velocities, system, hot)
+    tight = int(finder.count_neighbors(system.coords, system.boundary, np.zeros((0, 2), np.int32)))
+    system = eqx.tree_at(lambda s: s.neighbor_finder, system, finder.with_capacity(tight))
+    integrator = md.VelocityVerlet(0.004)
+    run = md.simulate(system, integrator, 90)
+    assert calls[:1] == [20] and sum(calls) > 90  # chunks of 20 (+ 10), some rerun ...
+    assert len(calls) < 2 * 5  # ... but not all of them
+    roomy = eqx.tree_at(lambda s: s.neighbor_finder, system, finder.with_capacity(system.n_atoms - 1))
+    reference = jax.jit(lambda: md.simulate(roomy, integrator, 90))()
+    np.testing.assert_allclose(run.coords, reference.coords, rtol=1e-9, atol=1e-10)
+    for name in loggers:
+        assert run.logs[name].shape == reference.logs[name].shape
+        np.testing.assert_allclose(run.logs[name], reference.logs[name], rtol=1e-9, atol=1e-10)
+    assert int(run.state.step) == 90

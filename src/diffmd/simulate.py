@@ -17,6 +17,9 @@ from .integrators import MDState
 from .neighbors import NeighborList
 
 MAX_REALLOCATIONS = 5
+EAGER_CHUNK_STEPS = 1000
+"""Eager runs with a neighbor list go in chunks of about this many steps (a multiple of every
+logger's and the finder's interval): an overflow reruns only the chunk it happened in."""
 
 
 class SimulationError(RuntimeError):
@@ -141,7 +144,8 @@ def _restart(state: MDState, force_fn) -> MDState:
                        (coords, velocities, forces, energy, neighbors), is_leaf=lambda x: x is None)
 
 
-def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_vjp: bool) -> MDState:
+def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_vjp: bool,
+                     keep_step: bool = False) -> MDState:
     """The state a continued run starts from: the previous run's coordinates, velocities and
     neighbor list (rebuilt only if its capacity changed), the step counter at 0. Forces are
     recomputed with this System, so they depend on its parameters (one force evaluation)."""
@@ -150,19 +154,20 @@ def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_
         neighbors, energy, forces = force_fn(start.coords, None, jnp.int32(0))
     else:
         energy, forces = energy_and_forces(system, start.coords, neighbors, symmetric_vjp=symmetric_vjp)
-    return MDState(start.coords, start.velocities, forces.astype(start.coords.dtype), energy, jnp.int32(0),
+    step = start.step if keep_step else jnp.int32(0)
+    return MDState(start.coords, start.velocities, forces.astype(start.coords.dtype), energy, step,
                    start.key if key is None else key, neighbors, jnp.int32(-1))
 
 
 @eqx.filter_jit
 def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str = "reverse",
          segment: int | None = None, backprop_window: int | None = None,
-         backprop_steps: int | None = None, start: MDState | None = None) -> Trajectory:
+         backprop_steps: int | None = None, start: MDState | None = None, keep_step: bool = False) -> Trajectory:
     force_fn = _force_fn(system, capacity, symmetric_vjp=mode != "forward")
     if start is None:
         state = _initial_state(system, force_fn, key)
     else:
-        state = _continued_state(start, system, force_fn, capacity, key, mode != "forward")
+        state = _continued_state(start, system, force_fn, capacity, key, mode != "forward", keep_step)
     steps_per_segment = _segment_steps(n_steps, segment)
     detach_from = None if backprop_steps is None else n_steps - backprop_steps
 
@@ -292,8 +297,10 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
         n_steps: number of steps (static).
         key: PRNG key, needed by stochastic couplings (AndersenThermostat).
         check: raise SimulationError if coordinates become NaN/inf or the neighbor list
-            overflows. Called eagerly, an overflowing list is reallocated and the run repeated;
-            inside jit/grad the error is raised from the compiled code.
+            overflows. Called eagerly, an overflowing list is reallocated and the affected
+            stretch repeated: runs longer than EAGER_CHUNK_STEPS go in chunks, and only the
+            chunk that overflowed is rerun. Inside jit/grad the error is raised from the
+            compiled code.
         grad_mode: how gradients through the run are obtained; the values and gradients are
             the same in every mode, only cost and memory differ:
             * "reverse" — a plain scan; reverse mode stores every step's inputs (memory ∝ T).
@@ -335,12 +342,14 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
     capacity = (system.neighbor_finder.capacity_of(start.neighbors)
                 if start is not None and start.neighbors is not None and system.uses_neighbor_list()
                 else _choose_capacity(system))
-    traced = is_traced((system, integrator, key, start))
+    traced = is_traced((system, integrator, key, start)) or _under_jit()
+    chunk = _chunk_steps(system)
+    if not traced and system.uses_neighbor_list() and n_steps > chunk:
+        return _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check)
     for _ in range(MAX_REALLOCATIONS + 1):
         trajectory = _run(system, integrator, n_steps, key, capacity, grad_mode, segment_length,
                           backprop_window, backprop_steps, start)
         neighbors = trajectory.state.neighbors
-        # Also traced when called under an outer jit that closes over a concrete system.
         traced = traced or is_traced(trajectory.state)
         if traced:
             break
@@ -351,12 +360,54 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
         return trajectory
     if traced:
         return _traced_checks(trajectory)
+    _eager_checks(trajectory, integrator)
+    return trajectory
+
+
+def _under_jit() -> bool:
+    """True while tracing for jit (a fresh computation is then a tracer)."""
+    return isinstance(jnp.zeros(()) + 0, jax.core.Tracer)
+
+
+def _chunk_steps(system) -> int:
+    """EAGER_CHUNK_STEPS rounded up to a multiple of every logger's and the finder's interval."""
+    periods = [logger.every for logger in system.loggers.values()]
+    every = getattr(system.neighbor_finder, "every", None)
+    if every:
+        periods.append(every)
+    period = math.lcm(*periods) if periods else 1
+    return period * max(1, -(-EAGER_CHUNK_STEPS // period))
+
+
+def _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check) -> Trajectory:
+    """An eager run as consecutive `_run` calls of `chunk` steps, each continuing the last
+    (same list, step counter and PRNG key; the results are those of one call). A chunk whose
+    list overflowed is rerun alone with a grown capacity. Values need no derivative here, so
+    every chunk is a plain scan whatever the grad_mode."""
+    state, parts, done = start, [], 0
+    while done < n_steps:
+        steps = min(chunk, n_steps - done)
+        for _ in range(MAX_REALLOCATIONS + 1):
+            trajectory = _run(system, integrator, steps, key if done == 0 else None, capacity, "reverse",
+                              start=state, keep_step=done > 0)
+            if not bool(trajectory.state.neighbors.overflowed):
+                break
+            capacity = system.neighbor_finder.grown_capacity(trajectory.state.neighbors, capacity)
+        if check:
+            _eager_checks(trajectory, integrator)
+        parts.append(trajectory.logs)
+        state, done = trajectory.state, done + steps
+    logs = jax.tree_util.tree_map(lambda *records: jnp.concatenate(records), *parts)
+    return Trajectory(state, logs)
+
+
+def _eager_checks(trajectory: Trajectory, integrator) -> None:
+    neighbors = trajectory.state.neighbors
     if neighbors is not None and bool(neighbors.overflowed):
         raise SimulationError(f"neighbor list overflow persisted after {MAX_REALLOCATIONS} reallocations")
     bad_step = int(trajectory.state.first_nonfinite_step)
     if bad_step >= 0:
         raise SimulationError(_blow_up_message(bad_step, integrator))
-    return trajectory
 
 
 def _blow_up_message(step, integrator) -> str:
