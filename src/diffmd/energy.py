@@ -43,6 +43,21 @@ def _radial(energy_fn, r):
     return energy, -slope
 
 
+def _pair_scale(inter, atoms_j):
+    """Per-pair (V(r), s(r)) with the force on the row atom f = s·d (d = x_j − x_i):
+    s = V'(r)/r, or −F(r)/r for force-only interactions (V = 0). Elementwise in r; the forward
+    kernel, its forward-mode derivative and the custom reverse pass all use it."""
+
+    def fn(r, atoms_i, inter):
+        safe_r = jnp.where(r > 0, r, 1.0)  # coincident atoms: no force, and no NaN in derivatives
+        if inter.has_energy:
+            energy, slope = jax.jvp(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), (r,), (jnp.ones_like(r),))
+            return energy, slope / safe_r
+        return jnp.zeros_like(r), -inter.capped_pair_force(r, atoms_i, atoms_j) / safe_r
+
+    return fn
+
+
 def _row_terms(inter, xi, xj, valid, boundary, atoms_i, atoms_j):
     """Pair energies V (N, K) and forces on the row atom (D, N, K) for dense neighbor rows.
 
@@ -54,15 +69,9 @@ def _row_terms(inter, xi, xj, valid, boundary, atoms_i, atoms_j):
     positive = r2 > 0
     r = jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)  # coincident: 0, zero gradient
     r = jnp.where(valid, r, 1.0)  # padding slots: a harmless distance, masked below
-    ok = valid & positive
-    if inter.has_energy:
-        energy, magnitude = _radial(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), r)
-        energy = jnp.where(valid, energy, 0.0)
-    else:
-        energy, magnitude = jnp.zeros_like(r), inter.capped_pair_force(r, atoms_i, atoms_j)
-    # Force on the row atom i: −(−dV/dr)·d/r with d = x_j − x_i (repulsion pushes i away).
-    scale = jnp.where(ok, -magnitude / jnp.where(ok, r, 1.0), 0.0)
-    return energy, scale[None] * d
+    energy, scale = _pair_scale(inter, atoms_j)(r, atoms_i, inter)
+    # Force on the row atom i: s·d with d = x_j − x_i (repulsion pushes i away).
+    return jnp.where(valid, energy, 0.0), jnp.where(valid & positive, scale, 0.0)[None] * d
 
 
 def _rows(x, atoms, idx):
@@ -88,19 +97,6 @@ def _pair_rows(x, boundary, atoms, inter, idx):
 
 def _pair_rows_fwd(x, boundary, atoms, inter, idx):
     return _pair_rows_plain(x, boundary, atoms, inter, idx), (x, boundary, atoms, inter, idx)
-
-
-def _pair_scale(inter, atoms_j):
-    """Per-pair (V(r), s(r)) with the force on the row atom f = s·d (d = x_j − x_i):
-    s = V'(r)/r, or −F(r)/r for force-only interactions (V = 0). Elementwise in r."""
-
-    def fn(r, atoms_i, inter):
-        if inter.has_energy:
-            energy, slope = jax.jvp(lambda rr: inter.pair_energy(rr, atoms_i, atoms_j), (r,), (jnp.ones_like(r),))
-            return energy, slope / r
-        return jnp.zeros_like(r), -inter.capped_pair_force(r, atoms_i, atoms_j) / r
-
-    return fn
 
 
 def _pair_rows_bwd(residuals, cotangents):

@@ -169,9 +169,7 @@ class DistanceNeighborFinder(_ListFinder):
               max_cell_count=None) -> NeighborList:
         """Build the list for `coords`; `excluded` is a static (E, 2) array of excluded pairs."""
         coords = jax.lax.stop_gradient(coords)
-        mask = _neighbor_mask(coords, boundary, self.cutoff, excluded)
-        count = jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32))
-        idx = compact_rows(mask, capacity)
+        idx, count = _all_pairs_rows(coords, boundary, self.cutoff, excluded, capacity)
         previous = count if max_count is None else jnp.maximum(max_count, count)
         return NeighborList(idx=idx, reference_coords=coords, max_count=previous)
 
@@ -246,9 +244,7 @@ class CellListNeighborFinder(_ListFinder):
         slots, cell_capacity, grid = capacity
         coords = jax.lax.stop_gradient(coords)
         if grid is None:
-            mask = _neighbor_mask(coords, boundary, self.cutoff, excluded)
-            count = jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32))
-            idx, cells = compact_rows(mask, slots), jnp.int32(0)
+            (idx, count), cells = _all_pairs_rows(coords, boundary, self.cutoff, excluded, slots), jnp.int32(0)
         else:
             idx, count, cells = _cell_build(coords, boundary, self.cutoff, excluded, slots, cell_capacity, grid)
         if max_count is not None:
@@ -371,6 +367,12 @@ def _cell_build(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, 
     too_small = jnp.any(boundary.sides / np.asarray(grid) < cutoff)
     most_in_cell = jnp.where(too_small, _BOX_TOO_SMALL, most_in_cell)
     return idx, jnp.max(count), most_in_cell
+
+
+def _all_pairs_rows(coords, boundary, cutoff, excluded: np.ndarray, slots: int):
+    """(neighbor rows (N, slots), most neighbors of any atom) from the all-pairs mask."""
+    mask = _neighbor_mask(coords, boundary, cutoff, excluded)
+    return compact_rows(mask, slots), jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32))
 
 
 def _neighbor_mask(coords, boundary, cutoff, excluded: np.ndarray) -> Array:

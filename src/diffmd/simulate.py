@@ -62,7 +62,7 @@ def _force_fn(system, capacity: int | None, symmetric_vjp: bool = True):
         coords = jax.lax.stop_gradient(coords)
         if neighbors is None:
             return finder.build(coords, system.boundary, excluded, capacity)
-        moved = system.boundary.vector(neighbors.reference_coords, jax.lax.stop_gradient(coords))
+        moved = system.boundary.vector(neighbors.reference_coords, coords)
         rebuild = jnp.max(jnp.sum(moved * moved, axis=-1)) > half_skin**2
         if finder.every is not None:
             rebuild = rebuild | (step % finder.every == 0)
