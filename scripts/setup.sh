@@ -46,3 +46,6 @@ fi
 import platform, diffmd, jax
 print(f"setup.sh: diffmd {diffmd.__version__}, jax {jax.__version__}, python {platform.python_version()}")
 PY
+# Compile the C++ pair kernels now (once per machine, cached) rather than at first use; if it
+# fails, diffmd falls back to the pure-JAX kernels and the tests report the build failure.
+.venv/bin/python -m diffmd._native || echo "setup.sh: warning: compiled kernels not built" >&2

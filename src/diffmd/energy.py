@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from . import native
 from .interactions.geometry import safe_norm
+from .interactions.pairwise import _safe_sqrt
 from .neighbors import NeighborList, all_neighbors_array
 
 
@@ -141,14 +143,33 @@ def _neighbor_rows(system, inter, neighbors: NeighborList | None):
     return all_neighbors_array(system.n_atoms, system.excluded_pairs())
 
 
-def _pairwise(system, coords, neighbors, symmetric_vjp: bool):
+DERIVATIVES = ("any", "reverse", "forward")
+
+
+def _pair_kernel(system, coords, inter, idx, derivatives: str):
+    """(energy, forces) of one pairwise interaction with the kernel suited to `derivatives`:
+    the compiled Lennard-Jones kernel where it applies (reverse or forward mode), else the
+    pure-JAX kernel with its custom reverse pass ("reverse") or plain autodiff."""
+    config = native.lj_config(inter, system.boundary, coords) if derivatives != "any" else None
+    if config is not None:
+        dtype, n = coords.dtype, coords.shape[0]
+        atoms, boundary = system.atoms, system.boundary
+        sigma = jnp.broadcast_to(atoms.sigma.astype(dtype), (n,))
+        sqrt_eps = jnp.broadcast_to(_safe_sqrt(atoms.epsilon.astype(dtype)), (n,))
+        sides = boundary.sides.astype(dtype) if config[2] else jnp.ones((coords.shape[1],), dtype)
+        kernel = native.lj_rows_reverse if derivatives == "reverse" else native.lj_rows_forward
+        return kernel(config, coords, sigma, sqrt_eps, idx.astype(jnp.int32), sides)
+    kernel = _pair_rows if derivatives == "reverse" else _pair_rows_plain
+    return kernel(coords, system.boundary, system.atoms, inter, idx)
+
+
+def _pairwise(system, coords, neighbors, derivatives: str):
     """Energy and forces of the pairwise interactions (plus their 1-4 pairs)."""
-    kernel = _pair_rows if symmetric_vjp else _pair_rows_plain
     energy = jnp.zeros((), coords.dtype)
     forces = jnp.zeros_like(coords)
     pairs_14 = jnp.asarray(system.pairs_14.array)
     for inter in system.pairwise_inters:
-        e, f = kernel(coords, system.boundary, system.atoms, inter, _neighbor_rows(system, inter, neighbors))
+        e, f = _pair_kernel(system, coords, inter, _neighbor_rows(system, inter, neighbors), derivatives)
         energy, forces = energy + e, forces + f
         if len(pairs_14):  # 1-4 pairs: weight_14 × the raw potential (or force), no cutoff
             d14, r14, a14_i, a14_j = _pair_geometry(system, coords, pairs_14)
@@ -218,18 +239,25 @@ def _specific_force_only(system, coords):
 
 
 def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborList | None = None, *,
-                      symmetric_vjp: bool = False):
+                      derivatives: str = "any"):
     """(potential energy, forces (N, D)).
 
     Pairwise forces are row sums of −dV/dr·d/r (exactly −∇E of the pairwise energy); bonded
     forces come from autodiff of the bonded energy; force-only interactions add their forces.
     The energy covers the energy-based interactions only.
 
-    `symmetric_vjp=True` gives the pair kernel its gather-only reverse pass (faster reverse
-    mode, smaller memory); forward mode (jax.jvp) then is not available through it.
+    `derivatives` picks the pair kernel for the derivatives that will be taken:
+      * "any" (default): the pure-JAX kernel under plain autodiff; every transformation works.
+      * "reverse": a gather-only custom reverse pass (compiled for Lennard-Jones, see
+        `diffmd.native`); faster reverse mode, smaller memory; no jax.jvp through it.
+      * "forward": the compiled Lennard-Jones kernel computes forces and their tangents in one
+        pass; for jax.jvp / jax.jacfwd only (other interactions: plain autodiff).
+    Values are the same in every case.
     """
+    if derivatives not in DERIVATIVES:
+        raise ValueError(f"energy_and_forces: derivatives must be one of {DERIVATIVES}, got {derivatives!r}")
     coords = system.coords if coords is None else coords
-    energy, forces = _pairwise(system, coords, neighbors, symmetric_vjp)
+    energy, forces = _pairwise(system, coords, neighbors, derivatives)
     if any(inter.has_energy and inter.n_terms for inter in system.specific_inters):
         bonded, gradient = jax.value_and_grad(_specific_energy, argnums=1)(system, coords)
         energy, forces = energy + bonded, forces - gradient.astype(forces.dtype)

@@ -47,7 +47,7 @@ class Trajectory(eqx.Module):
         return self.state.velocities
 
 
-def _force_fn(system, capacity: int | None, symmetric_vjp: bool = True):
+def _force_fn(system, capacity: int | None, derivatives: str = "reverse"):
     """Returns force_fn(coords, neighbors, step) -> (neighbors, energy, forces)."""
     finder = system.neighbor_finder
     uses_list = system.uses_neighbor_list()
@@ -75,7 +75,7 @@ def _force_fn(system, capacity: int | None, symmetric_vjp: bool = True):
 
     def force_fn(coords, neighbors, step):
         neighbors = update(coords, neighbors, step)
-        energy, forces = energy_and_forces(system, coords, neighbors, symmetric_vjp=symmetric_vjp)
+        energy, forces = energy_and_forces(system, coords, neighbors, derivatives=derivatives)
         return neighbors, energy, forces
 
     return force_fn
@@ -144,7 +144,7 @@ def _restart(state: MDState, force_fn) -> MDState:
                        (coords, velocities, forces, energy, neighbors), is_leaf=lambda x: x is None)
 
 
-def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_vjp: bool,
+def _continued_state(start: MDState, system, force_fn, capacity, key, derivatives: str,
                      keep_step: bool = False) -> MDState:
     """The state a continued run starts from: the previous run's coordinates, velocities and
     neighbor list (rebuilt only if its capacity changed), the step counter at 0. Forces are
@@ -153,7 +153,7 @@ def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_
     if system.uses_neighbor_list() and (neighbors is None or system.neighbor_finder.capacity_of(neighbors) != capacity):
         neighbors, energy, forces = force_fn(start.coords, None, jnp.int32(0))
     else:
-        energy, forces = energy_and_forces(system, start.coords, neighbors, symmetric_vjp=symmetric_vjp)
+        energy, forces = energy_and_forces(system, start.coords, neighbors, derivatives=derivatives)
     step = start.step if keep_step else jnp.int32(0)
     return MDState(start.coords, start.velocities, forces.astype(start.coords.dtype), energy, step,
                    start.key if key is None else key, neighbors, jnp.int32(-1))
@@ -163,11 +163,12 @@ def _continued_state(start: MDState, system, force_fn, capacity, key, symmetric_
 def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str = "reverse",
          segment: int | None = None, backprop_window: int | None = None,
          backprop_steps: int | None = None, start: MDState | None = None, keep_step: bool = False) -> Trajectory:
-    force_fn = _force_fn(system, capacity, symmetric_vjp=mode != "forward")
+    derivatives = "forward" if mode == "forward" else "reverse"  # the pair kernel for this mode
+    force_fn = _force_fn(system, capacity, derivatives)
     if start is None:
         state = _initial_state(system, force_fn, key)
     else:
-        state = _continued_state(start, system, force_fn, capacity, key, mode != "forward", keep_step)
+        state = _continued_state(start, system, force_fn, capacity, key, derivatives, keep_step)
     steps_per_segment = _segment_steps(n_steps, segment)
     detach_from = None if backprop_steps is None else n_steps - backprop_steps
 

@@ -1,0 +1,440 @@
+// Fused Lennard-Jones pair kernels over dense neighbor rows, as XLA FFI custom calls.
+//
+// Semantics are those of diffmd.energy's pure-JAX row kernel (the reference the tests compare
+// against): row i of idx (N, K) lists the neighbors of atom i, padded with N; every pair is in
+// both rows, so the energy is half the sum over rows and the force on i is the row sum of
+// s·d with d = x_j − x_i (minimum image) and s = V'(r)/r. Mixing is Lorentz–Berthelot with
+// σ_ij = (σ_i + σ_j)/2 and ε_ij = e_i·e_j, where e = √ε per atom is taken in JAX (so that JAX
+// differentiates the square root with its zero-safe rule).
+//
+// Per pair everything is a function of u = r²: with a = (σ²/u)³,
+//   V̂ = 4a(a − 1) − V̂(rc),  ŝ = 2 dV̂/du = −24 a(2a − 1)/u,  t̂ = 2 dŝ/du = 96 a(7a − 2)/u²,
+//   ∂V̂/∂σ = 24(2a − 1)·a/σ − (same at rc),  ∂ŝ/∂σ = −144(4a − 1)·(a/σ)/u,
+// and V = ε V̂, s = ε ŝ, t = ε t̂. The pair Hessian ∂(s d)/∂d = s I + t d dᵀ is symmetric, which
+// makes the forward-mode (JVP) and reverse-mode (VJP) kernels the same gather-only row sum.
+//
+// Three kernels, each in float32 and float64, 2-D and 3-D:
+//   forward: (E, F)                    — a simulation step
+//   jvp:     (E, F, Ė, Ḟ)              — forward-mode derivatives in the same pass
+//   vjp:     (x̄, σ̄, ē, L̄) from (Ē, F̄) — reverse mode; the box cotangent L̄ is per row pass
+//            and halved in JAX like the parameter cotangents shared by both rows.
+// Rows are split over XLA's intra-op thread pool.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Cutoff : int32_t { kNone = 0, kPlain = 1, kShiftedPotential = 2 };
+
+struct Config {
+  int64_t n, k, dims;
+  int32_t cutoff_kind;
+  double cutoff2;
+  bool periodic;
+};
+
+// Runs body(chunk, begin, end) over row chunks on XLA's thread pool and the calling thread.
+template <typename Body>
+void ParallelRows(ffi::ThreadPool& pool, int64_t n, int64_t n_chunks, Body&& body) {
+  if (n_chunks <= 1) {
+    body(0, 0, n);
+    return;
+  }
+  std::mutex mutex;
+  std::condition_variable done;
+  int64_t pending = n_chunks - 1;
+  const int64_t step = (n + n_chunks - 1) / n_chunks;
+  for (int64_t c = 1; c < n_chunks; ++c) {
+    pool.Schedule([&, c] {
+      body(c, std::min(n, c * step), std::min(n, (c + 1) * step));
+      std::lock_guard<std::mutex> lock(mutex);
+      if (--pending == 0) done.notify_one();
+    });
+  }
+  body(0, 0, std::min(n, step));
+  std::unique_lock<std::mutex> lock(mutex);
+  done.wait(lock, [&] { return pending == 0; });
+}
+
+int64_t ChunksFor(ffi::ThreadPool& pool, int64_t pair_slots) {
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t by_work = std::max<int64_t>(1, pair_slots / 32768);  // ≳ 50 µs of work per chunk
+  return std::min<int64_t>(threads, by_work);
+}
+
+// Inputs shared by the three kernels, with the cutoff and the box folded into branch-free
+// constants: no cutoff is an infinite one, an open box has 1/L = 0 (no image shift).
+// Slots up to the last real neighbor: builders pack rows to the left, so trailing padding
+// (index N) is skipped; padding elsewhere is masked like any other.
+inline int64_t RowLength(const int32_t* row, int64_t k, int64_t n) {
+  while (k > 0 && row[k - 1] >= n) --k;
+  return k;
+}
+
+template <typename T, int D>
+struct Inputs {
+  const T* x;
+  const T* sig;
+  const T* e;
+  const int32_t* idx;
+  int64_t n, k;
+  T side[D], inv_side[D];
+  T cutoff2, shift_on, inv_uc;
+};
+
+template <typename T, int D>
+Inputs<T, D> MakeInputs(const Config& cfg, const T* x, const T* sig, const T* e, const int32_t* idx, const T* sides) {
+  Inputs<T, D> in{x, sig, e, idx, cfg.n, cfg.k};
+  for (int a = 0; a < D; ++a) {
+    in.side[a] = cfg.periodic ? sides[a] : T(0);
+    in.inv_side[a] = cfg.periodic ? T(1) / sides[a] : T(0);
+  }
+  in.cutoff2 = cfg.cutoff_kind == kNone ? std::numeric_limits<T>::infinity() : T(cfg.cutoff2);
+  in.shift_on = cfg.cutoff_kind == kShiftedPotential ? T(1) : T(0);
+  in.inv_uc = cfg.cutoff_kind == kNone ? T(0) : T(1) / T(cfg.cutoff2);
+  return in;
+}
+
+// One slot of row i, branch-free (vectorisable): geometry and LJ terms per unit ε. Padding
+// (j = N), coincident atoms and pairs beyond the cutoff get `on` = 0 and finite values.
+template <typename T, int D>
+struct Pair {
+  T d[D], image[D];
+  T on, eps, v_hat, s_hat, t_hat, dv_dsigma, ds_dsigma;
+  int32_t j;
+};
+
+template <typename T, int D, bool kSigma>
+inline __attribute__((always_inline)) void Evaluate(const Inputs<T, D>& in, const T* xi, T sig_i, T e_i, int64_t i,
+                                                    int32_t j_raw, Pair<T, D>& p) {
+  const bool valid = j_raw < in.n;
+  const int32_t j = valid ? j_raw : int32_t(i);  // padding: a zero vector, masked below
+  p.j = j;
+  T u = 0;
+  for (int a = 0; a < D; ++a) {
+    const T raw = in.x[j * D + a] - xi[a];
+    p.image[a] = std::nearbyint(raw * in.inv_side[a]);
+    p.d[a] = raw - in.side[a] * p.image[a];
+    u += p.d[a] * p.d[a];
+  }
+  const bool on = (u > T(0)) & (u < in.cutoff2);
+  p.on = on ? T(1) : T(0);
+  const T inv_u = on ? T(1) / u : T(0);
+  const T sigma = T(0.5) * (sig_i + in.sig[j]);
+  p.eps = e_i * in.e[j];
+  const T p2 = sigma * sigma * inv_u;
+  const T a = p2 * p2 * p2;
+  const T pc = sigma * sigma * in.inv_uc;
+  const T ac = pc * pc * pc * in.shift_on;  // shifted potential: V̂ − V̂(rc)
+  p.v_hat = p.on * (T(4) * a * (a - T(1)) - T(4) * ac * (ac - T(1)));
+  p.s_hat = T(-24) * a * (T(2) * a - T(1)) * inv_u;
+  p.t_hat = T(96) * a * (T(7) * a - T(2)) * inv_u * inv_u;
+  if (kSigma) {
+    const T a_over_sigma = p2 * p2 * sigma * inv_u;  // σ⁵/u³, finite at σ = 0
+    const T ac_over_sigma = pc * pc * sigma * in.inv_uc * in.shift_on;
+    p.dv_dsigma = p.on * (T(24) * (T(2) * a - T(1)) * a_over_sigma - T(24) * (T(2) * ac - T(1)) * ac_over_sigma);
+    p.ds_dsigma = T(-144) * (T(4) * a - T(1)) * a_over_sigma * inv_u;
+  }
+}
+
+template <typename T, int D>
+void ForwardRows(const Inputs<T, D>& in, int64_t begin, int64_t end, T* forces, double* energy) {
+  double e_sum = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    T xi[D];
+    for (int a = 0; a < D; ++a) xi[a] = in.x[i * D + a];
+    const T sig_i = in.sig[i], e_i = in.e[i];
+    const int32_t* row = in.idx + i * in.k;
+    const int64_t count = RowLength(row, in.k, in.n), slots = (count + 15) & ~int64_t(15);
+    T f0 = 0, f1 = 0, f2 = 0, e_row = 0;
+#pragma omp simd reduction(+ : f0, f1, f2, e_row)
+    for (int64_t s = 0; s < slots; ++s) {
+      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);  // whole vectors, no scalar tail
+      const int32_t j = j_raw < in.n ? j_raw : int32_t(i);
+      T d[D];
+      T u = 0;
+      for (int a = 0; a < D; ++a) {
+        const T raw = in.x[j * D + a] - xi[a];
+        d[a] = raw - in.side[a] * std::nearbyint(raw * in.inv_side[a]);
+        u += d[a] * d[a];
+      }
+      const bool on = (u > T(0)) & (u < in.cutoff2);
+      const T inv_u = on ? T(1) / u : T(0);
+      const T sigma = T(0.5) * (sig_i + in.sig[j]);
+      const T eps = e_i * in.e[j];
+      const T p2 = sigma * sigma * inv_u;
+      const T a3 = p2 * p2 * p2;
+      const T pc = sigma * sigma * in.inv_uc;
+      const T ac = pc * pc * pc * in.shift_on;
+      const T scale = T(-24) * eps * a3 * (T(2) * a3 - T(1)) * inv_u;
+      f0 += scale * d[0];
+      f1 += scale * d[1];
+      if (D == 3) f2 += scale * d[D - 1];
+      e_row += on ? T(4) * eps * (a3 * (a3 - T(1)) - ac * (ac - T(1))) : T(0);
+    }
+    forces[i * D] = f0;
+    forces[i * D + 1] = f1;
+    if (D == 3) forces[i * D + D - 1] = f2;
+    e_sum += double(e_row);
+  }
+  *energy = e_sum;
+}
+
+template <typename T, int D>
+void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* e_dot, const T* sides_dot,
+             int64_t begin, int64_t end, T* forces, T* forces_dot, double* energy, double* energy_dot) {
+  double e_sum = 0, e_dot_sum = 0;
+  T side_dot[D];
+  for (int a = 0; a < D; ++a) side_dot[a] = in.inv_side[a] != T(0) ? sides_dot[a] : T(0);
+  for (int64_t i = begin; i < end; ++i) {
+    T xi[D], xi_dot[D];
+    for (int a = 0; a < D; ++a) xi[a] = in.x[i * D + a], xi_dot[a] = x_dot[i * D + a];
+    const T sig_i = in.sig[i], e_i = in.e[i], sig_dot_i = sig_dot[i], e_dot_i = e_dot[i];
+    const int32_t* row = in.idx + i * in.k;
+    const int64_t count = RowLength(row, in.k, in.n), slots = (count + 15) & ~int64_t(15);
+    T f0 = 0, f1 = 0, f2 = 0, g0 = 0, g1 = 0, g2 = 0, e_row = 0, e_dot_row = 0;
+#pragma omp simd reduction(+ : f0, f1, f2, g0, g1, g2, e_row, e_dot_row)
+    for (int64_t s = 0; s < slots; ++s) {
+      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);  // whole vectors, no scalar tail
+      Pair<T, D> p;
+      Evaluate<T, D, true>(in, xi, sig_i, e_i, i, j_raw, p);
+      const int32_t j = p.j;
+      T dd[D];
+      T d_dd = 0;
+      for (int a = 0; a < D; ++a) {
+        dd[a] = x_dot[j * D + a] - xi_dot[a] - p.image[a] * side_dot[a];
+        d_dd += p.d[a] * dd[a];
+      }
+      const T sigma_dot = T(0.5) * (sig_dot_i + sig_dot[j]);
+      const T eps_dot = e_dot_i * in.e[j] + e_i * e_dot[j];
+      const T scale = p.eps * p.s_hat;
+      const T scale_dot = p.eps * (p.t_hat * d_dd + p.ds_dsigma * sigma_dot) + eps_dot * p.s_hat;
+      f0 += scale * p.d[0];
+      f1 += scale * p.d[1];
+      g0 += scale_dot * p.d[0] + scale * dd[0];
+      g1 += scale_dot * p.d[1] + scale * dd[1];
+      if (D == 3) {
+        f2 += scale * p.d[D - 1];
+        g2 += scale_dot * p.d[D - 1] + scale * dd[D - 1];
+      }
+      e_row += p.eps * p.v_hat;
+      e_dot_row += p.eps * (p.s_hat * d_dd + p.dv_dsigma * sigma_dot) + eps_dot * p.v_hat;
+    }
+    forces[i * D] = f0, forces[i * D + 1] = f1;
+    forces_dot[i * D] = g0, forces_dot[i * D + 1] = g1;
+    if (D == 3) forces[i * D + D - 1] = f2, forces_dot[i * D + D - 1] = g2;
+    e_sum += double(e_row);
+    e_dot_sum += double(e_dot_row);
+  }
+  *energy = e_sum;
+  *energy_dot = e_dot_sum;
+}
+
+template <typename T, int D>
+void VjpRows(const Inputs<T, D>& in, T e_bar, const T* f_bar, int64_t begin, int64_t end, T* x_bar, T* sig_bar,
+             T* e_bar_out, double* sides_bar) {
+  double box[D] = {};
+  for (int64_t i = begin; i < end; ++i) {
+    T xi[D], lam_i[D];
+    for (int a = 0; a < D; ++a) xi[a] = in.x[i * D + a], lam_i[a] = f_bar[i * D + a];
+    const T sig_i = in.sig[i], e_i = in.e[i];
+    const int32_t* row = in.idx + i * in.k;
+    const int64_t count = RowLength(row, in.k, in.n), slots = (count + 15) & ~int64_t(15);
+    T x0 = 0, x1 = 0, x2 = 0, b0 = 0, b1 = 0, b2 = 0, sb = 0, eb = 0;
+#pragma omp simd reduction(+ : x0, x1, x2, b0, b1, b2, sb, eb)
+    for (int64_t s = 0; s < slots; ++s) {
+      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);  // whole vectors, no scalar tail
+      Pair<T, D> p;
+      Evaluate<T, D, true>(in, xi, sig_i, e_i, i, j_raw, p);
+      const int32_t j = p.j;
+      T mu[D];
+      T mu_d = 0;
+      for (int a = 0; a < D; ++a) {
+        mu[a] = lam_i[a] - f_bar[j * D + a];
+        mu_d += mu[a] * p.d[a];
+      }
+      const T scale = p.eps * p.s_hat;
+      const T radial = e_bar * scale + mu_d * p.eps * p.t_hat;
+      const T g0 = scale * mu[0] + radial * p.d[0];  // ∂ℒ/∂d
+      const T g1 = scale * mu[1] + radial * p.d[1];
+      x0 -= g0, x1 -= g1;
+      b0 -= g0 * p.image[0], b1 -= g1 * p.image[1];
+      if (D == 3) {
+        const T g2 = scale * mu[D - 1] + radial * p.d[D - 1];
+        x2 -= g2;
+        b2 -= g2 * p.image[D - 1];
+      }
+      sb += T(0.5) * p.eps * (e_bar * p.dv_dsigma + mu_d * p.ds_dsigma);
+      eb += in.e[j] * (e_bar * p.v_hat + mu_d * p.s_hat);
+    }
+    x_bar[i * D] = x0, x_bar[i * D + 1] = x1;
+    if (D == 3) x_bar[i * D + D - 1] = x2;
+    box[0] += double(b0), box[1] += double(b1);
+    if (D == 3) box[D - 1] += double(b2);
+    sig_bar[i] = sb;
+    e_bar_out[i] = eb;
+  }
+  for (int a = 0; a < D; ++a) sides_bar[a] = box[a];
+}
+
+template <ffi::DataType DT>
+Config MakeConfig(const ffi::Buffer<DT>& x, const ffi::Buffer<ffi::S32>& idx, int32_t cutoff_kind,
+                  double cutoff, int32_t periodic) {
+  auto xd = x.dimensions();
+  auto id = idx.dimensions();
+  return Config{xd[0], id[1], xd[1], cutoff_kind, cutoff * cutoff, periodic != 0};
+}
+
+ffi::Error CheckShapes(const Config& cfg, int64_t idx_rows, int64_t n_sig, int64_t n_e, int64_t n_sides) {
+  if (cfg.dims != 2 && cfg.dims != 3) return ffi::Error::InvalidArgument("lj_rows: coordinates must be 2-D or 3-D");
+  if (idx_rows != cfg.n || n_sig != cfg.n || n_e != cfg.n || n_sides != cfg.dims)
+    return ffi::Error::InvalidArgument("lj_rows: inconsistent shapes");
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi::Buffer<DT> e,
+                   ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::ResultBuffer<DT> energy,
+                   ffi::ResultBuffer<DT> forces, int32_t cutoff_kind, double cutoff, int32_t periodic) {
+  using T = ffi::NativeType<DT>;
+  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, periodic);
+  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); err.failure())
+    return err;
+  const int64_t chunks = ChunksFor(pool, cfg.n * cfg.k);
+  std::vector<double> partial(chunks, 0.0);
+  ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
+    if (cfg.dims == 3)
+      ForwardRows<T, 3>(MakeInputs<T, 3>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), b, en, forces->typed_data(), &partial[c]);
+    else
+      ForwardRows<T, 2>(MakeInputs<T, 2>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), b, en, forces->typed_data(), &partial[c]);
+  });
+  double total = 0;
+  for (double v : partial) total += v;
+  *energy->typed_data() = T(0.5 * total);
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+ffi::Error Jvp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi::Buffer<DT> e,
+               ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::Buffer<DT> x_dot, ffi::Buffer<DT> sig_dot,
+               ffi::Buffer<DT> e_dot, ffi::Buffer<DT> sides_dot, ffi::ResultBuffer<DT> energy,
+               ffi::ResultBuffer<DT> forces, ffi::ResultBuffer<DT> energy_dot, ffi::ResultBuffer<DT> forces_dot,
+               int32_t cutoff_kind, double cutoff, int32_t periodic) {
+  using T = ffi::NativeType<DT>;
+  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, periodic);
+  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); err.failure())
+    return err;
+  const int64_t chunks = ChunksFor(pool, 2 * cfg.n * cfg.k);
+  std::vector<double> pe(chunks, 0.0), pe_dot(chunks, 0.0);
+  ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
+    if (cfg.dims == 3)
+      JvpRows<T, 3>(MakeInputs<T, 3>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), x_dot.typed_data(),
+                    sig_dot.typed_data(), e_dot.typed_data(), sides_dot.typed_data(), b, en, forces->typed_data(),
+                    forces_dot->typed_data(), &pe[c], &pe_dot[c]);
+    else
+      JvpRows<T, 2>(MakeInputs<T, 2>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), x_dot.typed_data(),
+                    sig_dot.typed_data(), e_dot.typed_data(), sides_dot.typed_data(), b, en, forces->typed_data(),
+                    forces_dot->typed_data(), &pe[c], &pe_dot[c]);
+  });
+  double total = 0, total_dot = 0;
+  for (int64_t c = 0; c < chunks; ++c) total += pe[c], total_dot += pe_dot[c];
+  *energy->typed_data() = T(0.5 * total);
+  *energy_dot->typed_data() = T(0.5 * total_dot);
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+ffi::Error Vjp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi::Buffer<DT> e,
+               ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::Buffer<DT> energy_bar, ffi::Buffer<DT> f_bar,
+               ffi::ResultBuffer<DT> x_bar, ffi::ResultBuffer<DT> sig_bar, ffi::ResultBuffer<DT> e_bar,
+               ffi::ResultBuffer<DT> sides_bar, int32_t cutoff_kind, double cutoff, int32_t periodic) {
+  using T = ffi::NativeType<DT>;
+  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, periodic);
+  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); err.failure())
+    return err;
+  const int64_t chunks = ChunksFor(pool, 2 * cfg.n * cfg.k);
+  std::vector<double> box(chunks * 3, 0.0);
+  const T eb = *energy_bar.typed_data();
+  ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
+    if (cfg.dims == 3)
+      VjpRows<T, 3>(MakeInputs<T, 3>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), eb,
+                    f_bar.typed_data(), b, en, x_bar->typed_data(), sig_bar->typed_data(), e_bar->typed_data(), &box[3 * c]);
+    else
+      VjpRows<T, 2>(MakeInputs<T, 2>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), eb,
+                    f_bar.typed_data(), b, en, x_bar->typed_data(), sig_bar->typed_data(), e_bar->typed_data(), &box[3 * c]);
+  });
+  for (int64_t a = 0; a < cfg.dims; ++a) {
+    double total = 0;
+    for (int64_t c = 0; c < chunks; ++c) total += box[3 * c + a];
+    sides_bar->typed_data()[a] = T(total);
+  }
+  return ffi::Error::Success();
+}
+
+#define DIFFMD_ATTRS .Attr<int32_t>("cutoff_kind").Attr<double>("cutoff").Attr<int32_t>("periodic")
+
+#define DIFFMD_FORWARD(NAME, DT)                                                                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Forward<DT>,                                                            \
+                                ffi::Ffi::Bind()                                                              \
+                                    .Ctx<ffi::ThreadPool>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<ffi::S32>>()                                             \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>() DIFFMD_ATTRS)
+
+#define DIFFMD_JVP(NAME, DT)                                                                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Jvp<DT>,                                                                \
+                                ffi::Ffi::Bind()                                                              \
+                                    .Ctx<ffi::ThreadPool>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<ffi::S32>>()                                             \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>() DIFFMD_ATTRS)
+
+#define DIFFMD_VJP(NAME, DT)                                                                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Vjp<DT>,                                                                \
+                                ffi::Ffi::Bind()                                                              \
+                                    .Ctx<ffi::ThreadPool>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<ffi::S32>>()                                             \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Arg<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>()                                                   \
+                                    .Ret<ffi::Buffer<DT>>() DIFFMD_ATTRS)
+
+}  // namespace
+
+DIFFMD_FORWARD(DiffmdLjForwardF32, ffi::F32);
+DIFFMD_FORWARD(DiffmdLjForwardF64, ffi::F64);
+DIFFMD_JVP(DiffmdLjJvpF32, ffi::F32);
+DIFFMD_JVP(DiffmdLjJvpF64, ffi::F64);
+DIFFMD_VJP(DiffmdLjVjpF32, ffi::F32);
+DIFFMD_VJP(DiffmdLjVjpF64, ffi::F64);
