@@ -14,6 +14,7 @@ from jax import Array
 from ._checks import concrete_or_none, is_traced
 from .energy import energy_and_forces
 from .integrators import MDState
+from ._state_scan import state_scan
 from .neighbors import NeighborList
 
 MAX_REALLOCATIONS = 5
@@ -109,29 +110,38 @@ def _segment_steps(n_steps: int, requested: int | None) -> int:
     return max(1, math.isqrt(max(n_steps, 1) - 1) + 1)
 
 
-def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1):
+def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1, rebuild_rows=None):
     """`lax.scan(body, carry, None, length)` with the memory strategy of `mode`.
 
     "checkpointed": the items are grouped into segments of `items_per_segment`; only the carry
     at each segment boundary is kept for the backward pass and a segment is recomputed (with
     its intermediate values stored) when its turn comes. Outputs are stacked as usual.
+    `rebuild_rows` (scans over single steps with a neighbor list, no outputs): the stored
+    intermediate states leave out the list's rows, which the backward pass restores
+    (`_state_scan`), instead of storing 0.8 MB of rows per step at N = 1000.
     """
     if length == 0:
         return carry, None
+    if rebuild_rows is not None:
+        plain = lambda c, n: (state_scan(lambda s: body(s, None)[0], c, n, rebuild_rows), None)  # noqa: E731
+    else:
+        plain = lambda c, n: jax.lax.scan(body, c, None, length=n)  # noqa: E731
     if mode != "checkpointed":
-        return jax.lax.scan(body, carry, None, length=length)
+        return plain(carry, length)
     k = min(items_per_segment, length)
     n_segments, remainder = divmod(length, k)
 
     @jax.checkpoint
     def segment(c, _):
-        return jax.lax.scan(body, c, None, length=k)
+        return plain(c, k)
 
     carry, outs = jax.lax.scan(segment, carry, None, length=n_segments)
-    outs = jax.tree_util.tree_map(lambda o: o.reshape((n_segments * k,) + o.shape[2:]), outs)
+    if outs is not None:
+        outs = jax.tree_util.tree_map(lambda o: o.reshape((n_segments * k,) + o.shape[2:]), outs)
     if remainder:
-        carry, tail = jax.checkpoint(lambda c: jax.lax.scan(body, c, None, length=remainder))(carry)
-        outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, tail)
+        carry, tail = jax.checkpoint(lambda c: plain(c, remainder))(carry)
+        if outs is not None:
+            outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, tail)
     return carry, outs
 
 
@@ -165,6 +175,10 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
          backprop_steps: int | None = None, start: MDState | None = None, keep_step: bool = False) -> Trajectory:
     derivatives = "forward" if mode == "forward" else "reverse"  # the pair kernel for this mode
     force_fn = _force_fn(system, capacity, derivatives)
+    rebuild_rows = None  # reverse modes with a list: the backward pass restores its rows
+    if mode != "forward" and system.uses_neighbor_list():
+        excluded = system.excluded_pairs().array
+        rebuild_rows = lambda ref: system.neighbor_finder.build(ref, system.boundary, excluded, capacity).idx  # noqa: E731
     if start is None:
         state = _initial_state(system, force_fn, key)
     else:
@@ -185,7 +199,7 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
         return integrator.step(state, system, force_fn), None
 
     def advance(state, n):
-        return _scan(step, state, n, mode, steps_per_segment)[0]
+        return _scan(step, state, n, mode, steps_per_segment, rebuild_rows)[0]
 
     loggers = system.loggers
     if mode == "forward":
@@ -208,7 +222,7 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
     inner_mode = mode if interval > steps_per_segment else "reverse"
 
     def block(state, _):
-        state = _scan(step, state, interval, inner_mode, steps_per_segment)[0]
+        state = _scan(step, state, interval, inner_mode, steps_per_segment, rebuild_rows)[0]
         return state, {name: observe(logger, state) for name, logger in loggers.items()}
 
     blocks_per_segment = max(1, steps_per_segment // interval)
