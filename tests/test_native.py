@@ -15,7 +15,7 @@ import diffmd as md
 from diffmd import native
 from diffmd.energy import energy_and_forces
 
-CUTOFFS = [md.NoCutoff(), md.PlainCutoff(0.8), md.ShiftedPotentialCutoff(0.8)]
+CUTOFFS = [md.NoCutoff(), md.PlainCutoff(0.8), md.ShiftedPotentialCutoff(0.8), md.SwitchedCutoff(0.8, 0.6)]
 
 
 def test_kernels_are_built_wherever_a_compiler_exists():

@@ -156,7 +156,7 @@ def _pair_kernel(system, coords, inter, idx, derivatives: str):
         atoms, boundary = system.atoms, system.boundary
         sigma = jnp.broadcast_to(atoms.sigma.astype(dtype), (n,))
         sqrt_eps = jnp.broadcast_to(_safe_sqrt(atoms.epsilon.astype(dtype)), (n,))
-        sides = boundary.sides.astype(dtype) if config[2] else jnp.ones((coords.shape[1],), dtype)
+        sides = boundary.sides.astype(dtype) if config[-1] else jnp.ones((coords.shape[1],), dtype)
         kernel = native.lj_rows_reverse if derivatives == "reverse" else native.lj_rows_forward
         return kernel(config, coords, sigma, sqrt_eps, idx.astype(jnp.int32), sides)
     kernel = _pair_rows if derivatives == "reverse" else _pair_rows_plain

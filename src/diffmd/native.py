@@ -7,8 +7,8 @@ pass: `forward` (E, F), `jvp` (E, F, Ė, Ḟ) for forward mode, and `vjp` (x̄, 
 reverse mode. Their values equal the pure-JAX kernel's (tests/test_native.py), which stays
 the reference and the fallback.
 
-They cover `LennardJones` with Lorentz–Berthelot mixing, no force cap, and no, plain or
-shifted-potential cutoffs, in open or rectangular periodic boxes, 2-D or 3-D, float32 or
+They cover `LennardJones` with Lorentz–Berthelot mixing, no force cap, and no, plain,
+shifted-potential or switched (OpenMM's) cutoffs, in open or rectangular periodic boxes, 2-D or 3-D, float32 or
 float64; every other interaction uses the pure-JAX kernel.
 
 The library is compiled on first use with a C++ compiler ($CXX, else the clang in the `ziglang`
@@ -49,7 +49,7 @@ X86_FLAGS = ("-mprefer-vector-width=512",)
 GCC_X86_FLAGS = ("-mtune-ctrl=use_gather",)
 _SYMBOLS = {f"diffmd_lj_{kind}_{dt}": f"DiffmdLj{kind.capitalize()}{dt.upper()}"
             for kind in ("forward", "jvp", "vjp") for dt in ("f32", "f64")}
-CUTOFF_KINDS = {"NoCutoff": 0, "PlainCutoff": 1, "ShiftedPotentialCutoff": 2}
+CUTOFF_KINDS = {"NoCutoff": 0, "PlainCutoff": 1, "ShiftedPotentialCutoff": 2, "SwitchedCutoff": 3}
 
 
 def _mode() -> str:
@@ -164,8 +164,8 @@ def available() -> bool:
 
 
 def lj_config(inter, boundary, coords) -> tuple | None:
-    """Static kernel configuration (cutoff kind, cutoff distance, periodic) if the compiled
-    kernel covers this interaction, boundary and dtype, else None."""
+    """Static kernel configuration (cutoff kind, cutoff and switch distances, periodic) if the
+    compiled kernel covers this interaction, boundary and dtype, else None."""
     from .boundaries import NoBoundary, RectangularBoundary
     from .interactions.pairwise import LennardJones
 
@@ -176,14 +176,17 @@ def lj_config(inter, boundary, coords) -> tuple | None:
             or jax.default_backend() != "cpu" or not available()):
         return None
     kind = CUTOFF_KINDS[type(inter.cutoff).__name__]
-    return kind, float(inter.cutoff.distance) if kind else 0.0, isinstance(boundary, RectangularBoundary)
+    cutoff = float(inter.cutoff.distance) if kind else 0.0
+    switch = float(inter.cutoff.switch_distance) if kind == CUTOFF_KINDS["SwitchedCutoff"] else 0.0
+    return kind, cutoff, switch, isinstance(boundary, RectangularBoundary)
 
 
 def _call(kind: str, config: tuple, outputs, *args):
-    cutoff_kind, cutoff, periodic = config
+    cutoff_kind, cutoff, switch, periodic = config
     suffix = "f32" if args[0].dtype == jnp.float32 else "f64"
     return jax.ffi.ffi_call(f"diffmd_lj_{kind}_{suffix}", outputs, vmap_method="sequential")(
-        *args, cutoff_kind=np.int32(cutoff_kind), cutoff=np.float64(cutoff), periodic=np.int32(periodic))
+        *args, cutoff_kind=np.int32(cutoff_kind), cutoff=np.float64(cutoff), switch_distance=np.float64(switch),
+        periodic=np.int32(periodic))
 
 
 def _forward(config, x, sigma, sqrt_eps, idx, sides):

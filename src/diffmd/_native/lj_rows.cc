@@ -7,11 +7,15 @@
 // σ_ij = (σ_i + σ_j)/2 and ε_ij = e_i·e_j, where e = √ε per atom is taken in JAX (so that JAX
 // differentiates the square root with its zero-safe rule).
 //
-// Per pair everything is a function of u = r²: with a = (σ²/u)³,
-//   V̂ = 4a(a − 1) − V̂(rc),  ŝ = 2 dV̂/du = −24 a(2a − 1)/u,  t̂ = 2 dŝ/du = 96 a(7a − 2)/u²,
-//   ∂V̂/∂σ = 24(2a − 1)·a/σ − (same at rc),  ∂ŝ/∂σ = −144(4a − 1)·(a/σ)/u,
-// and V = ε V̂, s = ε ŝ, t = ε t̂. The pair Hessian ∂(s d)/∂d = s I + t d dᵀ is symmetric, which
-// makes the forward-mode (JVP) and reverse-mode (VJP) kernels the same gather-only row sum.
+// Per pair everything is a function of u = r²: with a = (σ²/u)³ the 12-6 potential per unit ε
+// and its derivatives are
+//   V̂ = 4a(a − 1),  V̂_u = −12a(2a − 1)/u,  V̂_uu = 24a(7a − 2)/u²,
+//   V̂_σ = 24(2a − 1)·a/σ,  V̂_uσ = −72(4a − 1)·(a/σ)/u;
+// a shifted potential subtracts V̂(rc) (and V̂_σ(rc)); OpenMM's switch multiplies by S(r),
+// S = 1 − 10x³ + 15x⁴ − 6x⁵, x = (r − r_s)/(r_c − r_s) clipped to [0, 1] (product rule in u).
+// Then V = ε V̂, s = V'(r)/r = 2ε V̂_u, t = 2 ds/du = 4ε V̂_uu. The pair Hessian
+// ∂(s d)/∂d = s I + t d dᵀ is symmetric, which makes the forward-mode (JVP) and reverse-mode
+// (VJP) kernels the same gather-only row sum.
 //
 // Three kernels, each in float32 and float64, 2-D and 3-D:
 //   forward: (E, F)                    — a simulation step
@@ -27,6 +31,7 @@
 #include <cstdint>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -35,12 +40,12 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-enum Cutoff : int32_t { kNone = 0, kPlain = 1, kShiftedPotential = 2 };
+enum Cutoff : int32_t { kNone = 0, kPlain = 1, kShiftedPotential = 2, kSwitched = 3 };
 
 struct Config {
   int64_t n, k, dims;
   int32_t cutoff_kind;
-  double cutoff2;
+  double cutoff, switch_distance;
   bool periodic;
 };
 
@@ -73,8 +78,19 @@ int64_t ChunksFor(ffi::ThreadPool& pool, int64_t pair_slots) {
   return std::min<int64_t>(threads, by_work);
 }
 
-// Inputs shared by the three kernels, with the cutoff and the box folded into branch-free
-// constants: no cutoff is an infinite one, an open box has 1/L = 0 (no image shift).
+// Calls f(D, kSwitch) with both as compile-time constants (integral_constant / bool_constant).
+template <typename F>
+void Dispatch(const Config& cfg, F&& f) {
+  const bool sw = cfg.cutoff_kind == kSwitched;
+  if (cfg.dims == 3) {
+    if (sw) f(std::integral_constant<int, 3>{}, std::true_type{});
+    else f(std::integral_constant<int, 3>{}, std::false_type{});
+  } else {
+    if (sw) f(std::integral_constant<int, 2>{}, std::true_type{});
+    else f(std::integral_constant<int, 2>{}, std::false_type{});
+  }
+}
+
 // Slots up to the last real neighbor: builders pack rows to the left, so trailing padding
 // (index N) is skipped; padding elsewhere is masked like any other.
 inline int64_t RowLength(const int32_t* row, int64_t k, int64_t n) {
@@ -82,6 +98,8 @@ inline int64_t RowLength(const int32_t* row, int64_t k, int64_t n) {
   return k;
 }
 
+// Inputs shared by the three kernels, with the cutoff and the box folded into branch-free
+// constants: no cutoff is an infinite one, an open box has 1/L = 0 (no image shift).
 template <typename T, int D>
 struct Inputs {
   const T* x;
@@ -90,7 +108,7 @@ struct Inputs {
   const int32_t* idx;
   int64_t n, k;
   T side[D], inv_side[D];
-  T cutoff2, shift_on, inv_uc;
+  T cutoff2, shift_on, inv_uc, switch_start, inv_switch_width;
 };
 
 template <typename T, int D>
@@ -100,9 +118,12 @@ Inputs<T, D> MakeInputs(const Config& cfg, const T* x, const T* sig, const T* e,
     in.side[a] = cfg.periodic ? sides[a] : T(0);
     in.inv_side[a] = cfg.periodic ? T(1) / sides[a] : T(0);
   }
-  in.cutoff2 = cfg.cutoff_kind == kNone ? std::numeric_limits<T>::infinity() : T(cfg.cutoff2);
+  const bool finite = cfg.cutoff_kind != kNone;
+  in.cutoff2 = finite ? T(cfg.cutoff * cfg.cutoff) : std::numeric_limits<T>::infinity();
   in.shift_on = cfg.cutoff_kind == kShiftedPotential ? T(1) : T(0);
-  in.inv_uc = cfg.cutoff_kind == kNone ? T(0) : T(1) / T(cfg.cutoff2);
+  in.inv_uc = finite ? T(1) / T(cfg.cutoff * cfg.cutoff) : T(0);
+  in.switch_start = T(cfg.switch_distance);
+  in.inv_switch_width = cfg.cutoff_kind == kSwitched ? T(1) / T(cfg.cutoff - cfg.switch_distance) : T(0);
   return in;
 }
 
@@ -115,11 +136,10 @@ struct Pair {
   int32_t j;
 };
 
-template <typename T, int D, bool kSigma>
+template <typename T, int D, bool kSigma, bool kSwitch>
 inline __attribute__((always_inline)) void Evaluate(const Inputs<T, D>& in, const T* xi, T sig_i, T e_i, int64_t i,
                                                     int32_t j_raw, Pair<T, D>& p) {
-  const bool valid = j_raw < in.n;
-  const int32_t j = valid ? j_raw : int32_t(i);  // padding: a zero vector, masked below
+  const int32_t j = j_raw < in.n ? j_raw : int32_t(i);  // padding: a zero vector, masked below
   p.j = j;
   T u = 0;
   for (int a = 0; a < D; ++a) {
@@ -137,18 +157,40 @@ inline __attribute__((always_inline)) void Evaluate(const Inputs<T, D>& in, cons
   const T a = p2 * p2 * p2;
   const T pc = sigma * sigma * in.inv_uc;
   const T ac = pc * pc * pc * in.shift_on;  // shifted potential: V̂ − V̂(rc)
-  p.v_hat = p.on * (T(4) * a * (a - T(1)) - T(4) * ac * (ac - T(1)));
-  p.s_hat = T(-24) * a * (T(2) * a - T(1)) * inv_u;
-  p.t_hat = T(96) * a * (T(7) * a - T(2)) * inv_u * inv_u;
+  T v = T(4) * a * (a - T(1)) - T(4) * ac * (ac - T(1));
+  T v_u = T(-12) * a * (T(2) * a - T(1)) * inv_u;
+  T v_uu = T(24) * a * (T(7) * a - T(2)) * inv_u * inv_u;
+  T v_s = 0, v_us = 0;
   if (kSigma) {
     const T a_over_sigma = p2 * p2 * sigma * inv_u;  // σ⁵/u³, finite at σ = 0
     const T ac_over_sigma = pc * pc * sigma * in.inv_uc * in.shift_on;
-    p.dv_dsigma = p.on * (T(24) * (T(2) * a - T(1)) * a_over_sigma - T(24) * (T(2) * ac - T(1)) * ac_over_sigma);
-    p.ds_dsigma = T(-144) * (T(4) * a - T(1)) * a_over_sigma * inv_u;
+    v_s = T(24) * (T(2) * a - T(1)) * a_over_sigma - T(24) * (T(2) * ac - T(1)) * ac_over_sigma;
+    v_us = T(-72) * (T(4) * a - T(1)) * a_over_sigma * inv_u;
   }
+  if (kSwitch) {
+    const T r = std::sqrt(u);
+    const T inv_r = on ? T(1) / r : T(0);
+    const T x = std::min(std::max((r - in.switch_start) * in.inv_switch_width, T(0)), T(1));
+    const T w = in.inv_switch_width;
+    const T sw = T(1) - x * x * x * (T(10) - T(15) * x + T(6) * x * x);
+    const T sw_r = T(-30) * x * x * (T(1) - x) * (T(1) - x) * w;
+    const T sw_rr = T(-60) * x * (T(2) * x - T(1)) * (x - T(1)) * w * w;
+    const T sw_u = T(0.5) * sw_r * inv_r;
+    const T sw_uu = T(0.25) * (sw_rr - sw_r * inv_r) * inv_u;
+    v_uu = v_uu * sw + T(2) * v_u * sw_u + v * sw_uu;
+    v_u = v_u * sw + v * sw_u;
+    v_us = v_us * sw + v_s * sw_u;
+    v_s = v_s * sw;
+    v = v * sw;
+  }
+  p.v_hat = p.on * v;
+  p.s_hat = T(2) * v_u;
+  p.t_hat = T(4) * v_uu;
+  p.dv_dsigma = p.on * v_s;
+  p.ds_dsigma = T(2) * v_us;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool kSwitch>
 void ForwardRows(const Inputs<T, D>& in, int64_t begin, int64_t end, T* forces, double* energy) {
   double e_sum = 0;
   for (int64_t i = begin; i < end; ++i) {
@@ -161,27 +203,13 @@ void ForwardRows(const Inputs<T, D>& in, int64_t begin, int64_t end, T* forces, 
 #pragma omp simd reduction(+ : f0, f1, f2, e_row)
     for (int64_t s = 0; s < slots; ++s) {
       const int32_t j_raw = s < count ? row[s] : int32_t(in.n);  // whole vectors, no scalar tail
-      const int32_t j = j_raw < in.n ? j_raw : int32_t(i);
-      T d[D];
-      T u = 0;
-      for (int a = 0; a < D; ++a) {
-        const T raw = in.x[j * D + a] - xi[a];
-        d[a] = raw - in.side[a] * std::nearbyint(raw * in.inv_side[a]);
-        u += d[a] * d[a];
-      }
-      const bool on = (u > T(0)) & (u < in.cutoff2);
-      const T inv_u = on ? T(1) / u : T(0);
-      const T sigma = T(0.5) * (sig_i + in.sig[j]);
-      const T eps = e_i * in.e[j];
-      const T p2 = sigma * sigma * inv_u;
-      const T a3 = p2 * p2 * p2;
-      const T pc = sigma * sigma * in.inv_uc;
-      const T ac = pc * pc * pc * in.shift_on;
-      const T scale = T(-24) * eps * a3 * (T(2) * a3 - T(1)) * inv_u;
-      f0 += scale * d[0];
-      f1 += scale * d[1];
-      if (D == 3) f2 += scale * d[D - 1];
-      e_row += on ? T(4) * eps * (a3 * (a3 - T(1)) - ac * (ac - T(1))) : T(0);
+      Pair<T, D> p;
+      Evaluate<T, D, false, kSwitch>(in, xi, sig_i, e_i, i, j_raw, p);
+      const T scale = p.eps * p.s_hat;
+      f0 += scale * p.d[0];
+      f1 += scale * p.d[1];
+      if (D == 3) f2 += scale * p.d[D - 1];
+      e_row += p.eps * p.v_hat;
     }
     forces[i * D] = f0;
     forces[i * D + 1] = f1;
@@ -191,7 +219,7 @@ void ForwardRows(const Inputs<T, D>& in, int64_t begin, int64_t end, T* forces, 
   *energy = e_sum;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool kSwitch>
 void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* e_dot, const T* sides_dot,
              int64_t begin, int64_t end, T* forces, T* forces_dot, double* energy, double* energy_dot) {
   double e_sum = 0, e_dot_sum = 0;
@@ -206,9 +234,9 @@ void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* 
     T f0 = 0, f1 = 0, f2 = 0, g0 = 0, g1 = 0, g2 = 0, e_row = 0, e_dot_row = 0;
 #pragma omp simd reduction(+ : f0, f1, f2, g0, g1, g2, e_row, e_dot_row)
     for (int64_t s = 0; s < slots; ++s) {
-      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);  // whole vectors, no scalar tail
+      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);
       Pair<T, D> p;
-      Evaluate<T, D, true>(in, xi, sig_i, e_i, i, j_raw, p);
+      Evaluate<T, D, true, kSwitch>(in, xi, sig_i, e_i, i, j_raw, p);
       const int32_t j = p.j;
       T dd[D];
       T d_dd = 0;
@@ -241,7 +269,7 @@ void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* 
   *energy_dot = e_dot_sum;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool kSwitch>
 void VjpRows(const Inputs<T, D>& in, T e_bar, const T* f_bar, int64_t begin, int64_t end, T* x_bar, T* sig_bar,
              T* e_bar_out, double* sides_bar) {
   double box[D] = {};
@@ -254,9 +282,9 @@ void VjpRows(const Inputs<T, D>& in, T e_bar, const T* f_bar, int64_t begin, int
     T x0 = 0, x1 = 0, x2 = 0, b0 = 0, b1 = 0, b2 = 0, sb = 0, eb = 0;
 #pragma omp simd reduction(+ : x0, x1, x2, b0, b1, b2, sb, eb)
     for (int64_t s = 0; s < slots; ++s) {
-      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);  // whole vectors, no scalar tail
+      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);
       Pair<T, D> p;
-      Evaluate<T, D, true>(in, xi, sig_i, e_i, i, j_raw, p);
+      Evaluate<T, D, true, kSwitch>(in, xi, sig_i, e_i, i, j_raw, p);
       const int32_t j = p.j;
       T mu[D];
       T mu_d = 0;
@@ -289,35 +317,43 @@ void VjpRows(const Inputs<T, D>& in, T e_bar, const T* f_bar, int64_t begin, int
 }
 
 template <ffi::DataType DT>
-Config MakeConfig(const ffi::Buffer<DT>& x, const ffi::Buffer<ffi::S32>& idx, int32_t cutoff_kind,
-                  double cutoff, int32_t periodic) {
+Config MakeConfig(const ffi::Buffer<DT>& x, const ffi::Buffer<ffi::S32>& idx, int32_t cutoff_kind, double cutoff,
+                  double switch_distance, int32_t periodic) {
   auto xd = x.dimensions();
   auto id = idx.dimensions();
-  return Config{xd[0], id[1], xd[1], cutoff_kind, cutoff * cutoff, periodic != 0};
+  return Config{xd[0], id[1], xd[1], cutoff_kind, cutoff, switch_distance, periodic != 0};
 }
 
 ffi::Error CheckShapes(const Config& cfg, int64_t idx_rows, int64_t n_sig, int64_t n_e, int64_t n_sides) {
   if (cfg.dims != 2 && cfg.dims != 3) return ffi::Error::InvalidArgument("lj_rows: coordinates must be 2-D or 3-D");
   if (idx_rows != cfg.n || n_sig != cfg.n || n_e != cfg.n || n_sides != cfg.dims)
     return ffi::Error::InvalidArgument("lj_rows: inconsistent shapes");
+  if (cfg.cutoff_kind < kNone || cfg.cutoff_kind > kSwitched) return ffi::Error::InvalidArgument("lj_rows: unknown cutoff");
   return ffi::Error::Success();
 }
+
+#define DIFFMD_CHECK(x, idx, sig, e, sides)                                                                   \
+  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, switch_distance, periodic);                      \
+  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); \
+      err.failure())                                                                                          \
+    return err;
 
 template <ffi::DataType DT>
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi::Buffer<DT> e,
                    ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::ResultBuffer<DT> energy,
-                   ffi::ResultBuffer<DT> forces, int32_t cutoff_kind, double cutoff, int32_t periodic) {
+                   ffi::ResultBuffer<DT> forces, int32_t cutoff_kind, double cutoff, double switch_distance,
+                   int32_t periodic) {
   using T = ffi::NativeType<DT>;
-  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, periodic);
-  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); err.failure())
-    return err;
+  DIFFMD_CHECK(x, idx, sig, e, sides)
   const int64_t chunks = ChunksFor(pool, cfg.n * cfg.k);
   std::vector<double> partial(chunks, 0.0);
   ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
-    if (cfg.dims == 3)
-      ForwardRows<T, 3>(MakeInputs<T, 3>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), b, en, forces->typed_data(), &partial[c]);
-    else
-      ForwardRows<T, 2>(MakeInputs<T, 2>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), b, en, forces->typed_data(), &partial[c]);
+    Dispatch(cfg, [&](auto dims, auto sw) {
+      constexpr int D = decltype(dims)::value;
+      ForwardRows<T, D, decltype(sw)::value>(
+          MakeInputs<T, D>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()),
+          b, en, forces->typed_data(), &partial[c]);
+    });
   });
   double total = 0;
   for (double v : partial) total += v;
@@ -330,22 +366,19 @@ ffi::Error Jvp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi
                ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::Buffer<DT> x_dot, ffi::Buffer<DT> sig_dot,
                ffi::Buffer<DT> e_dot, ffi::Buffer<DT> sides_dot, ffi::ResultBuffer<DT> energy,
                ffi::ResultBuffer<DT> forces, ffi::ResultBuffer<DT> energy_dot, ffi::ResultBuffer<DT> forces_dot,
-               int32_t cutoff_kind, double cutoff, int32_t periodic) {
+               int32_t cutoff_kind, double cutoff, double switch_distance, int32_t periodic) {
   using T = ffi::NativeType<DT>;
-  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, periodic);
-  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); err.failure())
-    return err;
+  DIFFMD_CHECK(x, idx, sig, e, sides)
   const int64_t chunks = ChunksFor(pool, 2 * cfg.n * cfg.k);
   std::vector<double> pe(chunks, 0.0), pe_dot(chunks, 0.0);
   ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
-    if (cfg.dims == 3)
-      JvpRows<T, 3>(MakeInputs<T, 3>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), x_dot.typed_data(),
-                    sig_dot.typed_data(), e_dot.typed_data(), sides_dot.typed_data(), b, en, forces->typed_data(),
-                    forces_dot->typed_data(), &pe[c], &pe_dot[c]);
-    else
-      JvpRows<T, 2>(MakeInputs<T, 2>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), x_dot.typed_data(),
-                    sig_dot.typed_data(), e_dot.typed_data(), sides_dot.typed_data(), b, en, forces->typed_data(),
-                    forces_dot->typed_data(), &pe[c], &pe_dot[c]);
+    Dispatch(cfg, [&](auto dims, auto sw) {
+      constexpr int D = decltype(dims)::value;
+      JvpRows<T, D, decltype(sw)::value>(
+          MakeInputs<T, D>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()),
+          x_dot.typed_data(), sig_dot.typed_data(), e_dot.typed_data(), sides_dot.typed_data(), b, en,
+          forces->typed_data(), forces_dot->typed_data(), &pe[c], &pe_dot[c]);
+    });
   });
   double total = 0, total_dot = 0;
   for (int64_t c = 0; c < chunks; ++c) total += pe[c], total_dot += pe_dot[c];
@@ -358,21 +391,20 @@ template <ffi::DataType DT>
 ffi::Error Vjp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi::Buffer<DT> e,
                ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::Buffer<DT> energy_bar, ffi::Buffer<DT> f_bar,
                ffi::ResultBuffer<DT> x_bar, ffi::ResultBuffer<DT> sig_bar, ffi::ResultBuffer<DT> e_bar,
-               ffi::ResultBuffer<DT> sides_bar, int32_t cutoff_kind, double cutoff, int32_t periodic) {
+               ffi::ResultBuffer<DT> sides_bar, int32_t cutoff_kind, double cutoff, double switch_distance,
+               int32_t periodic) {
   using T = ffi::NativeType<DT>;
-  const Config cfg = MakeConfig(x, idx, cutoff_kind, cutoff, periodic);
-  if (auto err = CheckShapes(cfg, idx.dimensions()[0], sig.element_count(), e.element_count(), sides.element_count()); err.failure())
-    return err;
+  DIFFMD_CHECK(x, idx, sig, e, sides)
   const int64_t chunks = ChunksFor(pool, 2 * cfg.n * cfg.k);
   std::vector<double> box(chunks * 3, 0.0);
   const T eb = *energy_bar.typed_data();
   ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
-    if (cfg.dims == 3)
-      VjpRows<T, 3>(MakeInputs<T, 3>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), eb,
-                    f_bar.typed_data(), b, en, x_bar->typed_data(), sig_bar->typed_data(), e_bar->typed_data(), &box[3 * c]);
-    else
-      VjpRows<T, 2>(MakeInputs<T, 2>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()), eb,
-                    f_bar.typed_data(), b, en, x_bar->typed_data(), sig_bar->typed_data(), e_bar->typed_data(), &box[3 * c]);
+    Dispatch(cfg, [&](auto dims, auto sw) {
+      constexpr int D = decltype(dims)::value;
+      VjpRows<T, D, decltype(sw)::value>(
+          MakeInputs<T, D>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()),
+          eb, f_bar.typed_data(), b, en, x_bar->typed_data(), sig_bar->typed_data(), e_bar->typed_data(), &box[3 * c]);
+    });
   });
   for (int64_t a = 0; a < cfg.dims; ++a) {
     double total = 0;
@@ -382,7 +414,8 @@ ffi::Error Vjp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi
   return ffi::Error::Success();
 }
 
-#define DIFFMD_ATTRS .Attr<int32_t>("cutoff_kind").Attr<double>("cutoff").Attr<int32_t>("periodic")
+#define DIFFMD_ATTRS \
+  .Attr<int32_t>("cutoff_kind").Attr<double>("cutoff").Attr<double>("switch_distance").Attr<int32_t>("periodic")
 
 #define DIFFMD_FORWARD(NAME, DT)                                                                              \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Forward<DT>,                                                            \
