@@ -1,12 +1,11 @@
 """Where the backward time goes: a bare scan of velocity-Verlet steps (LJ argon as in
 gradient_memory.py, fixed neighbor list, float32), timed per step for
 
-- the forward step;
-- value and gradient with respect to σ through diffmd's custom VJP of the pair kernel;
-- the same with JAX's own autodiff of the pair kernel (no custom VJP);
-- one forward-mode tangent;
-- value and gradient with the pair kernel's backward pass replaced by a cheap stub, i.e. what
-  the integrator and everything but the pair kernel cost backward.
+- the forward step, value and gradient with respect to σ, and one forward-mode tangent with
+  the compiled kernels (`diffmd.native`: compiled forward, VJP and fused JVP), when built;
+- the same with the pure-JAX kernel: its custom VJP, JAX's own autodiff of it, its tangent;
+- value and gradient with the pure-JAX kernel's backward pass replaced by a cheap stub, i.e.
+  what the integrator and everything but the pair kernel cost backward.
 
     .venv/bin/python benchmarks/backward_profile.py [--atoms 1000] [--steps 50]
 """
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gradient_memory as fluid  # noqa: E402
 
 import diffmd as md  # noqa: E402
-from diffmd import energy  # noqa: E402
+from diffmd import energy, native  # noqa: E402
 
 simulate_module = importlib.import_module("diffmd.simulate")
 
@@ -87,23 +86,43 @@ def main(argv=None):
     run, idx = make_run(args.atoms, args.steps)
     sigma = jnp.float32(fluid.SIGMA)
     custom, plain = energy._pair_rows, energy._pair_rows_plain
-    cases = [
-        ("forward step", lambda s, i: run(s, i, custom)),
-        ("value and gradient, custom VJP", jax.value_and_grad(lambda s, i: run(s, i, custom))),
-        ("value and gradient, JAX autodiff", jax.value_and_grad(lambda s, i: run(s, i, plain))),
-        ("forward mode, one tangent", lambda s, i: jax.jvp(lambda q: run(q, i, plain), (s,), (jnp.ones_like(s),))),
+    cases = []
+    if native.available():
+        def compiled(rows_fn):
+            def kernel(x, boundary, atoms, inter, idx):
+                config = native.lj_config(inter, boundary, x)
+                n = x.shape[0]
+                sigma = jnp.broadcast_to(atoms.sigma.astype(x.dtype), (n,))
+                sqrt_eps = jnp.broadcast_to(jnp.sqrt(atoms.epsilon.astype(x.dtype)), (n,))
+                return rows_fn(config, x, sigma, sqrt_eps, idx, boundary.sides.astype(x.dtype))
+            return kernel
+
+        reverse, forward = compiled(native.lj_rows_reverse), compiled(native.lj_rows_forward)
+        cases += [
+            ("compiled: forward step", lambda s, i: run(s, i, reverse)),
+            ("compiled: value and gradient", jax.value_and_grad(lambda s, i: run(s, i, reverse))),
+            ("compiled: forward mode, one tangent",
+             lambda s, i: jax.jvp(lambda q: run(q, i, forward), (s,), (jnp.ones_like(s),))),
+        ]
+    cases += [
+        ("pure JAX: forward step", lambda s, i: run(s, i, custom)),
+        ("pure JAX: value and gradient, custom VJP", jax.value_and_grad(lambda s, i: run(s, i, custom))),
+        ("pure JAX: value and gradient, JAX autodiff", jax.value_and_grad(lambda s, i: run(s, i, plain))),
+        ("pure JAX: forward mode, one tangent",
+         lambda s, i: jax.jvp(lambda q: run(q, i, plain), (s,), (jnp.ones_like(s),))),
     ]
     rows = [(name, per_step_ms(fn, (sigma, idx), args.steps)) for name, fn in cases]
     custom.defvjp(energy._pair_rows_fwd, stub_backward)  # this process only
     jax.clear_caches()
     try:
-        rows.append(("value and gradient, stub pair backward",
+        rows.append(("pure JAX: value and gradient, stub pair backward",
                      per_step_ms(jax.value_and_grad(lambda s, i: run(s, i, custom)), (sigma, idx), args.steps)))
     finally:
         custom.defvjp(energy._pair_rows_fwd, energy._pair_rows_bwd)
-    print(f"| N = {args.atoms}, {args.steps} steps | ms per step | × forward |\n|---|---|---|")
+    forward_ms = {name.split(":")[0]: ms for name, ms in rows if name.endswith("forward step")}
+    print(f"| N = {args.atoms}, {args.steps} steps | ms per step | × its forward step |\n|---|---|---|")
     for name, ms in rows:
-        print(f"| {name} | {ms:.3f} | {ms / rows[0][1]:.2f} |")
+        print(f"| {name} | {ms:.3f} | {ms / forward_ms[name.split(':')[0]]:.2f} |")
 
 
 if __name__ == "__main__":

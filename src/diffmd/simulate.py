@@ -324,8 +324,10 @@ def simulate(system, integrator, n_steps: int, *, key=None, check: bool = True, 
               boundaries is kept, and each segment is recomputed once in the backward pass.
             * "forward" — for `jax.jvp` / `jax.jacfwd`: a `while_loop` whose memory does not
               grow with T; JAX refuses reverse mode through it.
-            The reverse modes give the pair kernel a custom, gather-only reverse pass, so
-            forward-mode differentiation (jvp) needs grad_mode="forward".
+            The reverse modes give the pair kernel a custom, gather-only reverse pass (compiled
+            for Lennard-Jones) and store states without neighbor rows; "forward" gives it a
+            fused force-and-tangent pass. So forward-mode differentiation (jvp) needs
+            grad_mode="forward", and reverse mode one of the others.
         segment_length: steps per checkpointed segment (default ⌈√T⌉).
         backprop_window: truncated backpropagation: the state is cut from the gradient graph
             every `backprop_window` steps (after steps w, 2w, …; forces are recomputed at the
