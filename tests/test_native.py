@@ -172,3 +172,18 @@ def test_failed_build_names_the_cause(tmp_path):
     lenient = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert lenient.returncode == 0, lenient.stderr
     assert "using the pure-JAX pair kernel" in lenient.stderr
+
+
+@needs_native
+@pytest.mark.parametrize("cutoff", [md.ShiftedPotentialCutoff(0.8), md.SwitchedCutoff(0.8, 0.6)],
+                         ids=lambda c: type(c).__name__)
+def test_forward_mode_with_one_tangent_for_all_atoms_parameters(cutoff):
+    """The JVP kernel's fast path for equal σ̇ (and ε̇) on every atom: the usual case of one
+    global parameter being differentiated."""
+    system = _system(jnp.float64, cutoff)
+    tangent = _tangent(system)
+    tangent = eqx.tree_at(lambda s: (s.atoms.sigma, s.atoms.epsilon), tangent,
+                          (jnp.full_like(system.atoms.sigma, 0.7), jnp.full_like(system.atoms.epsilon, -0.3)))
+    _, want = eqx.filter_jvp(lambda s: _loss(s, "any"), (system,), (tangent,))
+    _, got = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (tangent,))
+    _close(got, want, 1e-11)

@@ -238,7 +238,9 @@ void ForwardRows(const Inputs<T, D>& in, int64_t begin, int64_t end, T* forces, 
   *energy = e_sum;
 }
 
-template <typename T, int D, bool kSwitch>
+// kUniformParamDot: every atom's σ̇ is the same and so is every atom's ė (one global σ and ε
+// being differentiated, or none): the neighbors' tangents need no gathers. Same arithmetic.
+template <typename T, int D, bool kSwitch, bool kUniformParamDot>
 void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* e_dot, const T* sides_dot,
              int64_t begin, int64_t end, T* forces, T* forces_dot, double* energy, double* energy_dot) {
   double e_sum = 0, e_dot_sum = 0;
@@ -263,8 +265,8 @@ void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* 
         dd[a] = x_dot[j * D + a] - xi_dot[a] - p.image[a] * side_dot[a];
         d_dd += p.d[a] * dd[a];
       }
-      const T sigma_dot = T(0.5) * (sig_dot_i + sig_dot[j]);
-      const T eps_dot = e_dot_i * in.e[j] + e_i * e_dot[j];
+      const T sigma_dot = kUniformParamDot ? sig_dot_i : T(0.5) * (sig_dot_i + sig_dot[j]);
+      const T eps_dot = kUniformParamDot ? e_dot_i * (in.e[j] + e_i) : e_dot_i * in.e[j] + e_i * e_dot[j];
       const T scale = p.eps * p.s_hat;
       const T scale_dot = p.eps * (p.t_hat * d_dd + p.ds_dsigma * sigma_dot) + eps_dot * p.s_hat;
       f0 += scale * p.d[0];
@@ -390,13 +392,21 @@ ffi::Error Jvp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi
   DIFFMD_CHECK(x, idx, sig, e, sides)
   const int64_t chunks = ChunksFor(pool, 2 * cfg.n * cfg.k);
   std::vector<double> pe(chunks, 0.0), pe_dot(chunks, 0.0);
+  const T* sd = sig_dot.typed_data();
+  const T* ed = e_dot.typed_data();
+  const bool uniform = std::all_of(sd, sd + cfg.n, [&](T v) { return v == sd[0]; }) &&
+                       std::all_of(ed, ed + cfg.n, [&](T v) { return v == ed[0]; });
   ParallelRows(pool, cfg.n, chunks, [&](int64_t c, int64_t b, int64_t en) {
     Dispatch(cfg, [&](auto dims, auto sw) {
       constexpr int D = decltype(dims)::value;
-      JvpRows<T, D, decltype(sw)::value>(
-          MakeInputs<T, D>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(), sides.typed_data()),
-          x_dot.typed_data(), sig_dot.typed_data(), e_dot.typed_data(), sides_dot.typed_data(), b, en,
-          forces->typed_data(), forces_dot->typed_data(), &pe[c], &pe_dot[c]);
+      const auto in = MakeInputs<T, D>(cfg, x.typed_data(), sig.typed_data(), e.typed_data(), idx.typed_data(),
+                                       sides.typed_data());
+      if (uniform)
+        JvpRows<T, D, decltype(sw)::value, true>(in, x_dot.typed_data(), sd, ed, sides_dot.typed_data(), b, en,
+                                                 forces->typed_data(), forces_dot->typed_data(), &pe[c], &pe_dot[c]);
+      else
+        JvpRows<T, D, decltype(sw)::value, false>(in, x_dot.typed_data(), sd, ed, sides_dot.typed_data(), b, en,
+                                                  forces->typed_data(), forces_dot->typed_data(), &pe[c], &pe_dot[c]);
     });
   });
   double total = 0, total_dot = 0;
