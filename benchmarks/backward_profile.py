@@ -88,16 +88,12 @@ def main(argv=None):
     custom, plain = energy._pair_rows, energy._pair_rows_plain
     cases = []
     if native.available():
-        def compiled(rows_fn):
+        def compiled(derivatives):
             def kernel(x, boundary, atoms, inter, idx):
-                config = native.lj_config(inter, boundary, x)
-                n = x.shape[0]
-                sigma = jnp.broadcast_to(atoms.sigma.astype(x.dtype), (n,))
-                sqrt_eps = jnp.broadcast_to(jnp.sqrt(atoms.epsilon.astype(x.dtype)), (n,))
-                return rows_fn(config, x, sigma, sqrt_eps, idx, boundary.sides.astype(x.dtype))
+                return native.lj_rows(derivatives, native.lj_config(inter, boundary, x), x, atoms, boundary, idx)
             return kernel
 
-        reverse, forward = compiled(native.lj_rows_reverse), compiled(native.lj_rows_forward)
+        reverse, forward = compiled("reverse"), compiled("forward")
         cases += [
             ("compiled: forward step", lambda s, i: run(s, i, reverse)),
             ("compiled: value and gradient", jax.value_and_grad(lambda s, i: run(s, i, reverse))),

@@ -23,7 +23,6 @@ from jax import Array
 
 from . import native
 from .interactions.geometry import safe_norm
-from .interactions.pairwise import _safe_sqrt
 from .neighbors import NeighborList, all_neighbors_array
 
 
@@ -152,13 +151,7 @@ def _pair_kernel(system, coords, inter, idx, derivatives: str):
     pure-JAX kernel with its custom reverse pass ("reverse") or plain autodiff."""
     config = native.lj_config(inter, system.boundary, coords) if derivatives != "any" else None
     if config is not None:
-        dtype, n = coords.dtype, coords.shape[0]
-        atoms, boundary = system.atoms, system.boundary
-        sigma = jnp.broadcast_to(atoms.sigma.astype(dtype), (n,))
-        sqrt_eps = jnp.broadcast_to(_safe_sqrt(atoms.epsilon.astype(dtype)), (n,))
-        sides = boundary.sides.astype(dtype) if config[-1] else jnp.ones((coords.shape[1],), dtype)
-        kernel = native.lj_rows_reverse if derivatives == "reverse" else native.lj_rows_forward
-        return kernel(config, coords, sigma, sqrt_eps, idx.astype(jnp.int32), sides)
+        return native.lj_rows(derivatives, config, coords, system.atoms, system.boundary, idx)
     kernel = _pair_rows if derivatives == "reverse" else _pair_rows_plain
     return kernel(coords, system.boundary, system.atoms, inter, idx)
 

@@ -181,6 +181,21 @@ def lj_config(inter, boundary, coords) -> tuple | None:
     return kind, cutoff, switch, isinstance(boundary, RectangularBoundary)
 
 
+def lj_rows(derivatives: str, config: tuple, coords, atoms, boundary, idx):
+    """(energy, forces) of Lennard-Jones over dense rows with the compiled kernel for
+    `derivatives` ("reverse": compiled VJP, "forward": fused JVP); `config` from `lj_config`.
+    Per-atom σ and √ε (the square root taken here, so JAX differentiates it with its
+    zero-safe rule) and the box sides are prepared for the kernel."""
+    from .interactions.pairwise import _safe_sqrt
+
+    dtype, n = coords.dtype, coords.shape[0]
+    sigma = jnp.broadcast_to(atoms.sigma.astype(dtype), (n,))
+    sqrt_eps = jnp.broadcast_to(_safe_sqrt(atoms.epsilon.astype(dtype)), (n,))
+    sides = boundary.sides.astype(dtype) if config[-1] else jnp.ones((coords.shape[1],), dtype)
+    kernel = lj_rows_reverse if derivatives == "reverse" else lj_rows_forward
+    return kernel(config, coords, sigma, sqrt_eps, idx.astype(jnp.int32), sides)
+
+
 def _call(kind: str, config: tuple, outputs, *args):
     cutoff_kind, cutoff, switch, periodic = config
     suffix = "f32" if args[0].dtype == jnp.float32 else "f64"

@@ -48,11 +48,17 @@ class Trajectory(eqx.Module):
         return self.state.velocities
 
 
+def _list_builder(system, capacity):
+    """build(coords, *previous_counts) -> NeighborList with this run's finder and capacity."""
+    excluded = system.excluded_pairs().array
+    return lambda coords, *counts: system.neighbor_finder.build(coords, system.boundary, excluded, capacity, *counts)
+
+
 def _force_fn(system, capacity: int | None, derivatives: str = "reverse"):
     """Returns force_fn(coords, neighbors, step) -> (neighbors, energy, forces)."""
     finder = system.neighbor_finder
     uses_list = system.uses_neighbor_list()
-    excluded = system.excluded_pairs().array
+    build = _list_builder(system, capacity)
     half_skin = system.neighbor_skin() / 2 if uses_list else 0.0
 
     def update(coords, neighbors: NeighborList | None, step):
@@ -62,15 +68,14 @@ def _force_fn(system, capacity: int | None, derivatives: str = "reverse"):
         # lax.cond keeps the cond out of the differentiated program (no residuals, no transpose).
         coords = jax.lax.stop_gradient(coords)
         if neighbors is None:
-            return finder.build(coords, system.boundary, excluded, capacity)
+            return build(coords)
         moved = system.boundary.vector(neighbors.reference_coords, coords)
         rebuild = jnp.max(jnp.sum(moved * moved, axis=-1)) > half_skin**2
         if finder.every is not None:
             rebuild = rebuild | (step % finder.every == 0)
         return jax.lax.cond(
             rebuild,
-            lambda: finder.build(coords, system.boundary, excluded, capacity, neighbors.max_count,
-                                 neighbors.max_cell_count),
+            lambda: build(coords, neighbors.max_count, neighbors.max_cell_count),
             lambda: neighbors,
         )
 
@@ -177,8 +182,8 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
     force_fn = _force_fn(system, capacity, derivatives)
     rebuild_rows = None  # reverse modes with a list: the backward pass restores its rows
     if mode != "forward" and system.uses_neighbor_list():
-        excluded = system.excluded_pairs().array
-        rebuild_rows = lambda ref: system.neighbor_finder.build(ref, system.boundary, excluded, capacity).idx  # noqa: E731
+        build = _list_builder(system, capacity)
+        rebuild_rows = lambda reference: build(reference).idx  # noqa: E731
     if start is None:
         state = _initial_state(system, force_fn, key)
     else:

@@ -446,51 +446,28 @@ ffi::Error Vjp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> sig, ffi
 #define DIFFMD_ATTRS \
   .Attr<int32_t>("cutoff_kind").Attr<double>("cutoff").Attr<double>("switch_distance").Attr<int32_t>("periodic")
 
-#define DIFFMD_FORWARD(NAME, DT)                                                                              \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Forward<DT>,                                                            \
-                                ffi::Ffi::Bind()                                                              \
-                                    .Ctx<ffi::ThreadPool>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<ffi::S32>>()                                             \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>() DIFFMD_ATTRS)
+// Every handler starts with (thread pool, x, σ, √ε, idx, sides); B(DT) is one more buffer.
+#define DIFFMD_B(DT) ffi::Buffer<DT>
+#define DIFFMD_BIND(DT)                                                                                  \
+  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<DIFFMD_B(DT)>().Arg<DIFFMD_B(DT)>().Arg<DIFFMD_B(DT)>()    \
+      .Arg<ffi::Buffer<ffi::S32>>().Arg<DIFFMD_B(DT)>()
 
-#define DIFFMD_JVP(NAME, DT)                                                                                  \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Jvp<DT>,                                                                \
-                                ffi::Ffi::Bind()                                                              \
-                                    .Ctx<ffi::ThreadPool>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<ffi::S32>>()                                             \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>() DIFFMD_ATTRS)
+// forward: → (E, F)
+#define DIFFMD_FORWARD(NAME, DT) \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Forward<DT>, DIFFMD_BIND(DT).Ret<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>() DIFFMD_ATTRS)
 
-#define DIFFMD_VJP(NAME, DT)                                                                                  \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Vjp<DT>,                                                                \
-                                ffi::Ffi::Bind()                                                              \
-                                    .Ctx<ffi::ThreadPool>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<ffi::S32>>()                                             \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Arg<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>()                                                   \
-                                    .Ret<ffi::Buffer<DT>>() DIFFMD_ATTRS)
+// jvp: (ẋ, σ̇, ė, L̇) → (E, F, Ė, Ḟ)
+#define DIFFMD_JVP(NAME, DT)                                                                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Jvp<DT>,                                                            \
+                                DIFFMD_BIND(DT).Arg<DIFFMD_B(DT)>().Arg<DIFFMD_B(DT)>().Arg<DIFFMD_B(DT)>() \
+                                    .Arg<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>()           \
+                                    .Ret<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>() DIFFMD_ATTRS)
+
+// vjp: (Ē, F̄) → (x̄, σ̄, ē, L̄)
+#define DIFFMD_VJP(NAME, DT)                                                                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, Vjp<DT>,                                                            \
+                                DIFFMD_BIND(DT).Arg<DIFFMD_B(DT)>().Arg<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>() \
+                                    .Ret<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>().Ret<DIFFMD_B(DT)>() DIFFMD_ATTRS)
 
 }  // namespace
 
