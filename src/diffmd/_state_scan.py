@@ -82,31 +82,36 @@ class _Codec:
         return eqx.combine(floats, others)
 
 
-def state_scan(step, state, length: int, rebuild_rows):
+def state_scan(step, replay, state, length: int, rebuild_rows):
     """`lax.scan` of `step(state) -> state` for `length` steps (final state), with the reverse
-    pass described above. `rebuild_rows(reference_coords) -> idx` rebuilds a list's rows."""
+    pass described above. `replay(state) -> state` is the same step using the list it is
+    given as it is (the backward pass hands each step the list it used: no displacement check,
+    no rebuild, no copy of the rows); `rebuild_rows(reference_coords) -> idx` rebuilds a
+    list's rows."""
     codec = _Codec(state)
     step_fn, consts = jax.closure_convert(step, state)
+    replay_fn, replay_consts = jax.closure_convert(replay, state)
     rebuild_fn, rebuild_consts = jax.closure_convert(rebuild_rows, state.neighbors.reference_coords)
-    return codec.unpack(_scan(step_fn, rebuild_fn, codec, length, codec.pack(state), consts, rebuild_consts))
+    return codec.unpack(_scan(step_fn, replay_fn, rebuild_fn, codec, length, codec.pack(state), consts,
+                              replay_consts, rebuild_consts))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _scan(step_fn, rebuild_fn, codec, length, packed, consts, rebuild_consts):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _scan(step_fn, replay_fn, rebuild_fn, codec, length, packed, consts, replay_consts, rebuild_consts):
     state = codec.unpack(packed)
     return codec.pack(jax.lax.scan(lambda s, _: (step_fn(s, *consts), None), state, None, length=length)[0])
 
 
-def _scan_fwd(step_fn, rebuild_fn, codec, length, packed, consts, rebuild_consts):
+def _scan_fwd(step_fn, replay_fn, rebuild_fn, codec, length, packed, consts, replay_consts, rebuild_consts):
     state = codec.unpack(packed)
     final, entering = jax.lax.scan(lambda s, _: (step_fn(s, *consts), _without_rows(s)), state, None, length=length)
     residuals = (entering, state.neighbors.idx, final.neighbors.idx, final.neighbors.reference_coords,
-                 consts, rebuild_consts, packed[1])
+                 consts, replay_consts, rebuild_consts, packed[1])
     return codec.pack(final), residuals
 
 
-def _scan_bwd(step_fn, rebuild_fn, codec, length, residuals, final_bar):
-    entering, first_rows, last_rows, last_reference, consts, rebuild_consts, bits = residuals
+def _scan_bwd(step_fn, replay_fn, rebuild_fn, codec, length, residuals, final_bar):
+    entering, first_rows, last_rows, last_reference, consts, replay_consts, rebuild_consts, bits = residuals
     final_bar = final_bar[0]  # the float leaves' cotangents (the bit patterns have none)
     # Step t computes its forces with the list its update returns, ℓ_{t+1}: the list entering
     # step t+1 (the last list for the last step). Given that list as its input, the step's
@@ -115,7 +120,7 @@ def _scan_bwd(step_fn, rebuild_fn, codec, length, residuals, final_bar):
     used_refs = jnp.concatenate([entering_refs[1:], last_reference[None]])  # ℓ_{t+1}
     switch_before = jnp.concatenate(  # step t−1 used another list than step t
         [jnp.zeros((1,), bool), jnp.any(used_refs[1:] != used_refs[:-1], axis=tuple(range(1, used_refs.ndim)))])
-    consts_diff, consts_static = eqx.partition(consts, eqx.is_inexact_array)
+    consts_diff, consts_static = eqx.partition(replay_consts, eqx.is_inexact_array)
 
     def rows_of(reference):
         return jax.lax.cond(jnp.array_equal(reference, entering_refs[0]), lambda: first_rows,
@@ -127,7 +132,7 @@ def _scan_bwd(step_fn, rebuild_fn, codec, length, residuals, final_bar):
         diff, static = eqx.partition(state, eqx.is_inexact_array)
 
         def differentiable_step(diff, consts_diff):
-            out = step_fn(eqx.combine(diff, static), *eqx.combine(consts_diff, consts_static))
+            out = replay_fn(eqx.combine(diff, static), *eqx.combine(consts_diff, consts_static))
             return eqx.filter(out, eqx.is_inexact_array)
 
         _, pullback = jax.vjp(differentiable_step, diff, consts_diff)
@@ -152,7 +157,7 @@ def _scan_bwd(step_fn, rebuild_fn, codec, length, residuals, final_bar):
     init = (jnp.int32(length - 1), last_rows, final_bar, _zeros_like_tree(consts_diff))
     _, _, state_bar, consts_bar = jax.lax.while_loop(lambda c: c[0] >= 0, interval, init)
     consts_bar = eqx.combine(consts_bar, _zeros_like_tree(consts_static))
-    return (state_bar, _zeros_like_tree(bits)), consts_bar, _zeros_like_tree(rebuild_consts)
+    return (state_bar, _zeros_like_tree(bits)), _zeros_like_tree(consts), consts_bar, _zeros_like_tree(rebuild_consts)
 
 
 # generic_batching: under vmap a shared (unbatched) output, e.g. a list not rebuilt in any

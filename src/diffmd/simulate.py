@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import reduce
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -51,11 +52,15 @@ class Trajectory(eqx.Module):
 def _list_builder(system, capacity):
     """build(coords, *previous_counts) -> NeighborList with this run's finder and capacity."""
     excluded = system.excluded_pairs().array
-    return lambda coords, *counts: system.neighbor_finder.build(coords, system.boundary, excluded, capacity, *counts)
+    boundary = jax.lax.stop_gradient(system.boundary)  # lists carry no derivative
+    return lambda coords, *counts: system.neighbor_finder.build(coords, boundary, excluded, capacity, *counts)
 
 
-def _force_fn(system, capacity: int | None, derivatives: str = "reverse"):
-    """Returns force_fn(coords, neighbors, step) -> (neighbors, energy, forces)."""
+def _force_fn(system, capacity: int | None, derivatives: str = "reverse", replay: bool = False):
+    """Returns force_fn(coords, neighbors, step) -> (neighbors, energy, forces).
+
+    `replay`: the list given is the one this step used (a backward pass replaying the step),
+    so it is used as it is, with no displacement check or rebuild."""
     finder = system.neighbor_finder
     uses_list = system.uses_neighbor_list()
     build = _list_builder(system, capacity)
@@ -64,6 +69,8 @@ def _force_fn(system, capacity: int | None, derivatives: str = "reverse"):
     def update(coords, neighbors: NeighborList | None, step):
         if not uses_list:
             return None
+        if replay:
+            return neighbors
         # Lists carry no derivative: cutting the coordinates (and box) before the rebuild's
         # lax.cond keeps the cond out of the differentiated program (no residuals, no transpose).
         coords = jax.lax.stop_gradient(coords)
@@ -73,11 +80,14 @@ def _force_fn(system, capacity: int | None, derivatives: str = "reverse"):
         rebuild = jnp.max(jnp.sum(moved * moved, axis=-1)) > half_skin**2
         if finder.every is not None:
             rebuild = rebuild | (step % finder.every == 0)
-        return jax.lax.cond(
-            rebuild,
-            lambda: build(coords, neighbors.max_count, neighbors.max_cell_count),
-            lambda: neighbors,
-        )
+        # A loop run once or not at all, rather than a cond: XLA updates a loop's carry in
+        # place, where a cond copied the (N, K) rows on every step that kept them (15 % of a
+        # step at N = 1000); and under vmap it builds only when some replica needs a build,
+        # where a cond became a select that built every replica's list every step.
+        def build_once(carry):
+            return jnp.zeros((), bool), build(coords, carry[1].max_count, carry[1].max_cell_count)
+
+        return jax.lax.while_loop(lambda carry: carry[0], build_once, (rebuild, neighbors))[1]
 
     def force_fn(coords, neighbors, step):
         neighbors = update(coords, neighbors, step)
@@ -115,20 +125,28 @@ def _segment_steps(n_steps: int, requested: int | None) -> int:
     return max(1, math.isqrt(max(n_steps, 1) - 1) + 1)
 
 
-def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1, rebuild_rows=None):
+class _Rows(NamedTuple):
+    """What a reverse pass needs to run without storing neighbor rows (`_state_scan`)."""
+
+    rebuild: Callable  # reference coords -> the rows a build from them gives
+    replay: Callable | None  # the step, using the list it is given (no update): step(state, _)
+
+
+def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1, rows: _Rows | None = None):
     """`lax.scan(body, carry, None, length)` with the memory strategy of `mode`.
 
     "checkpointed": the items are grouped into segments of `items_per_segment`; only the carry
     at each segment boundary is kept for the backward pass and a segment is recomputed (with
     its intermediate values stored) when its turn comes. Outputs are stacked as usual.
-    `rebuild_rows` (scans over single steps with a neighbor list, no outputs): the stored
+    `rows` (scans over single steps with a neighbor list, no outputs): the stored
     intermediate states leave out the list's rows, which the backward pass restores
     (`_state_scan`), instead of storing 0.8 MB of rows per step at N = 1000.
     """
     if length == 0:
         return carry, None
-    if rebuild_rows is not None:
-        plain = lambda c, n: (state_scan(lambda s: body(s, None)[0], c, n, rebuild_rows), None)  # noqa: E731
+    if rows is not None:
+        plain = lambda c, n: (state_scan(lambda s: body(s, None)[0], lambda s: rows.replay(s, None)[0],  # noqa: E731
+                                         c, n, rows.rebuild), None)
     else:
         plain = lambda c, n: jax.lax.scan(body, c, None, length=n)  # noqa: E731
     if mode != "checkpointed":
@@ -180,10 +198,10 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
          backprop_steps: int | None = None, start: MDState | None = None, keep_step: bool = False) -> Trajectory:
     derivatives = "forward" if mode == "forward" else "reverse"  # the pair kernel for this mode
     force_fn = _force_fn(system, capacity, derivatives)
-    rebuild_rows = None  # reverse modes with a list: the backward pass restores its rows
+    rows = None  # reverse modes with a list: the backward pass restores rows, replays steps
     if mode != "forward" and system.uses_neighbor_list():
         build = _list_builder(system, capacity)
-        rebuild_rows = lambda reference: build(reference).idx  # noqa: E731
+        rows = _Rows(lambda reference: build(reference).idx, None)
     if start is None:
         state = _initial_state(system, force_fn, key)
     else:
@@ -191,20 +209,26 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
     steps_per_segment = _segment_steps(n_steps, segment)
     detach_from = None if backprop_steps is None else n_steps - backprop_steps
 
-    def step(state, _):
-        # Truncation cuts the state *entering* a step, so a record or loss taken at a cut
-        # point still sees the steps just before it.
-        if backprop_window is not None or detach_from is not None:
-            cut = jnp.zeros((), bool)
-            if backprop_window is not None:
-                cut = cut | ((state.step % backprop_window == 0) & (state.step > 0))
-            if detach_from is not None:
-                cut = cut | (state.step == detach_from)
-            state = jax.lax.cond(cut, lambda: _restart(state, force_fn), lambda: state)
-        return integrator.step(state, system, force_fn), None
+    def make_step(force_fn):
+        def step(state, _):
+            # Truncation cuts the state *entering* a step, so a record or loss taken at a cut
+            # point still sees the steps just before it.
+            if backprop_window is not None or detach_from is not None:
+                cut = jnp.zeros((), bool)
+                if backprop_window is not None:
+                    cut = cut | ((state.step % backprop_window == 0) & (state.step > 0))
+                if detach_from is not None:
+                    cut = cut | (state.step == detach_from)
+                state = jax.lax.cond(cut, lambda: _restart(state, force_fn), lambda: state)
+            return integrator.step(state, system, force_fn), None
+        return step
+
+    step = make_step(force_fn)
+    if rows is not None:
+        rows = rows._replace(replay=make_step(_force_fn(system, capacity, derivatives, replay=True)))
 
     def advance(state, n):
-        return _scan(step, state, n, mode, steps_per_segment, rebuild_rows)[0]
+        return _scan(step, state, n, mode, steps_per_segment, rows)[0]
 
     loggers = system.loggers
     if mode == "forward":
@@ -227,7 +251,7 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
     inner_mode = mode if interval > steps_per_segment else "reverse"
 
     def block(state, _):
-        state = _scan(step, state, interval, inner_mode, steps_per_segment, rebuild_rows)[0]
+        state = _scan(step, state, interval, inner_mode, steps_per_segment, rows)[0]
         return state, {name: observe(logger, state) for name, logger in loggers.items()}
 
     blocks_per_segment = max(1, steps_per_segment // interval)
