@@ -134,3 +134,28 @@ def test_reverse_passes_restore_lists_rebuilt_within_a_stretch():
         np.testing.assert_allclose(got_value, value, rtol=1e-12)
         np.testing.assert_allclose(grad, tangent, rtol=1e-7, err_msg=f"{mode} {options}")
     assert abs(float(tangent)) > 1e-2
+
+
+def test_vmapped_replicas_rebuild_their_own_lists():
+    """Under vmap a replica's list is rebuilt when that replica has moved half the skin: a
+    cold and a hot replica (the hot one rebuilds, the cold one keeps its list) give, in every
+    reverse mode, the values and gradients of separate runs."""
+    def loss(sigma, scale, grad_mode):
+        system = _system(sigma, loggers={"pe": md.PotentialEnergyLogger(4)})
+        system = eqx.tree_at(lambda s: s.velocities, system, scale * system.velocities)
+        trajectory = md.simulate(system, md.VelocityVerlet(0.005), 10, grad_mode=grad_mode)
+        return jnp.mean(trajectory.logs["pe"]) + 1e-3 * jnp.sum(trajectory.coords**2)
+
+    def list_reference(scale):  # the coordinates the replica's last list was built at
+        system = eqx.tree_at(lambda s: s.velocities, _system(1.0), scale * _system(1.0).velocities)
+        return md.simulate(system, md.VelocityVerlet(0.005), 10).state.neighbors.reference_coords
+
+    scales, start = jnp.array([0.2, 4.0]), np.asarray(_system(1.0).coords)
+    for references in ([list_reference(float(s)) for s in scales], jax.vmap(list_reference)(scales)):
+        assert np.array_equal(references[0], start) and not np.array_equal(references[1], start)
+    for mode in ("reverse", "checkpointed"):
+        values, grads = jax.vmap(jax.value_and_grad(lambda s, c: loss(s, c, mode)), in_axes=(None, 0))(1.0, scales)
+        for k, scale in enumerate(scales):
+            value, grad = jax.value_and_grad(lambda s: loss(s, scale, mode))(1.0)
+            np.testing.assert_allclose(values[k], value, rtol=1e-12, err_msg=mode)
+            np.testing.assert_allclose(grads[k], grad, rtol=1e-10, err_msg=mode)

@@ -187,3 +187,22 @@ def test_forward_mode_with_one_tangent_for_all_atoms_parameters(cutoff):
     _, want = eqx.filter_jvp(lambda s: _loss(s, "any"), (system,), (tangent,))
     _, got = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (tangent,))
     _close(got, want, 1e-11)
+
+
+@needs_native
+@pytest.mark.parametrize("cutoff", [md.NoCutoff(), md.ShiftedPotentialCutoff(0.8)], ids=lambda c: type(c).__name__)
+def test_nan_coordinates_reach_energy_forces_and_gradients(cutoff):
+    """The compiled kernels skip pairs beyond the cutoff, but a NaN distance is never skipped:
+    a NaN coordinate gives a NaN energy and the pure-JAX kernel's NaN forces, in every mode."""
+    system = _system(jnp.float64, cutoff)
+    system = eqx.tree_at(lambda s: s.coords, system, system.coords.at[3, 1].set(jnp.nan))
+    energy, forces = energy_and_forces(system)
+    assert np.isnan(energy)
+    for derivatives in ("reverse", "forward"):
+        got_energy, got_forces = energy_and_forces(system, derivatives=derivatives)
+        assert np.isnan(got_energy), derivatives
+        np.testing.assert_array_equal(np.isnan(got_forces), np.isnan(forces), err_msg=derivatives)
+    grad = jax.grad(_loss)(system, "reverse")
+    assert np.isnan(grad.coords).any() and np.isnan(grad.atoms.sigma).any()
+    _, tangent = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (_tangent(system),))
+    assert np.isnan(tangent)

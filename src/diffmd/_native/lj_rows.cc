@@ -22,7 +22,8 @@
 //   jvp:     (E, F, Ė, Ḟ)              — forward-mode derivatives in the same pass
 //   vjp:     (x̄, σ̄, ē, L̄) from (Ē, F̄) — reverse mode; the box cotangent L̄ is per row pass
 //            and halved in JAX like the parameter cotangents shared by both rows.
-// Rows are split over XLA's intra-op thread pool.
+// Rows are split over XLA's intra-op thread pool. The JVP and VJP kernels first compact each
+// row to the slots within the cutoff (NearSlots), the forward kernel evaluates every slot.
 
 #include <algorithm>
 #include <atomic>
@@ -34,6 +35,10 @@
 #include <mutex>
 #include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -117,6 +122,12 @@ inline int64_t RowLength(const int32_t* row, int64_t k, int64_t n) {
   return k;
 }
 
+// Scratch for one row's compacted slots (one per chunk of rows).
+struct RowScratch {
+  std::vector<int32_t> j, keep, near;
+  explicit RowScratch(int64_t k) : j(k + 16), keep(k + 16), near(k + 32) {}
+};
+
 // Inputs shared by the three kernels, with the cutoff and the box folded into branch-free
 // constants: no cutoff is an infinite one, an open box has 1/L = 0 (no image shift).
 template <typename T, int D>
@@ -127,7 +138,7 @@ struct Inputs {
   const int32_t* idx;
   int64_t n, k;
   T side[D], inv_side[D];
-  T cutoff2, shift_on, inv_uc, switch_start, inv_switch_width;
+  T cutoff2, keep_u2, shift_on, inv_uc, switch_start, inv_switch_width;
 };
 
 template <typename T, int D>
@@ -139,6 +150,9 @@ Inputs<T, D> MakeInputs(const Config& cfg, const T* x, const T* sig, const T* e,
   }
   const bool finite = cfg.cutoff_kind != kNone;
   in.cutoff2 = finite ? T(cfg.cutoff * cfg.cutoff) : std::numeric_limits<T>::infinity();
+  // NearSlots keeps pairs a few ulps beyond the cutoff too: which side of it a pair falls is
+  // Evaluate's decision (its u may be rounded differently, e.g. contracted to an FMA).
+  in.keep_u2 = in.cutoff2 * (T(1) + T(16) * std::numeric_limits<T>::epsilon());
   in.shift_on = cfg.cutoff_kind == kShiftedPotential ? T(1) : T(0);
   in.inv_uc = finite ? T(1) / T(cfg.cutoff * cfg.cutoff) : T(0);
   in.switch_start = T(cfg.switch_distance);
@@ -202,11 +216,57 @@ inline __attribute__((always_inline)) void Evaluate(const Inputs<T, D>& in, cons
     v_s = v_s * sw;
     v = v * sw;
   }
-  p.v_hat = p.on * v;
+  const T nan_if_nan = T(0) * u;  // 0, or NaN for a NaN distance: the energy must not hide it
+  p.v_hat = p.on * v + nan_if_nan;
   p.s_hat = T(2) * v_u;
   p.t_hat = T(4) * v_uu;
-  p.dv_dsigma = p.on * v_s;
+  p.dv_dsigma = p.on * v_s + nan_if_nan;
   p.ds_dsigma = T(2) * v_us;
+}
+
+// The slots of row i that can contribute, compacted into scratch.near and padded with N to a
+// multiple of 16; returns the padded count. A list built with a skin holds ~75 % more slots
+// than pairs within the cutoff (157 against 89 per atom in the argon benchmark). The JVP and
+// VJP kernels, which gather 8 values per slot, run their full evaluation on the kept slots
+// only, after this pass of 3 gathers; for the forward kernel (5 gathers) the extra pass costs
+// more than it saves (measured), so it evaluates every slot. Dropped slots contribute exactly
+// zero: beyond the cutoff, padding, coincident atoms (u = 0). NaN distances are kept, so NaN
+// coordinates still reach the sums as in the pure-JAX kernel.
+template <typename T, int D>
+inline int64_t NearSlots(const Inputs<T, D>& in, const T* xi, int64_t i, const int32_t* row, RowScratch& scratch) {
+  const int64_t count = RowLength(row, in.k, in.n), slots = (count + 15) & ~int64_t(15);
+  int32_t* js = scratch.j.data();
+  int32_t* keep = scratch.keep.data();
+  int32_t* near = scratch.near.data();
+#pragma omp simd
+  for (int64_t s = 0; s < slots; ++s) {
+    const int32_t j_raw = s < count ? row[s] : int32_t(in.n);
+    const int32_t j = j_raw < in.n ? j_raw : int32_t(i);
+    T u = 0;
+    for (int a = 0; a < D; ++a) {
+      const T raw = in.x[j * D + a] - xi[a];
+      const T d = raw - in.side[a] * std::nearbyint(raw * in.inv_side[a]);
+      u += d * d;
+    }
+    js[s] = j_raw;
+    keep[s] = (u != T(0)) & !(u >= in.keep_u2);
+  }
+  int64_t m = 0;
+#if defined(__AVX512F__)
+  for (int64_t s = 0; s < slots; s += 16) {
+    const __mmask16 mask = _mm512_test_epi32_mask(_mm512_loadu_si512(keep + s), _mm512_set1_epi32(-1));
+    _mm512_storeu_si512(near + m, _mm512_maskz_compress_epi32(mask, _mm512_loadu_si512(js + s)));
+    m += __builtin_popcount(mask);
+  }
+#else
+  for (int64_t s = 0; s < slots; ++s) {  // branch-free compaction
+    near[m] = js[s];
+    m += keep[s];
+  }
+#endif
+  const int64_t padded = (m + 15) & ~int64_t(15);
+  for (int64_t s = m; s < padded; ++s) near[s] = int32_t(in.n);
+  return padded;
 }
 
 template <typename T, int D, bool kSwitch>
@@ -243,6 +303,7 @@ void ForwardRows(const Inputs<T, D>& in, int64_t begin, int64_t end, T* forces, 
 template <typename T, int D, bool kSwitch, bool kUniformParamDot>
 void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* e_dot, const T* sides_dot,
              int64_t begin, int64_t end, T* forces, T* forces_dot, double* energy, double* energy_dot) {
+  RowScratch scratch(in.k);
   double e_sum = 0, e_dot_sum = 0;
   T side_dot[D];
   for (int a = 0; a < D; ++a) side_dot[a] = in.inv_side[a] != T(0) ? sides_dot[a] : T(0);
@@ -251,11 +312,12 @@ void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* 
     for (int a = 0; a < D; ++a) xi[a] = in.x[i * D + a], xi_dot[a] = x_dot[i * D + a];
     const T sig_i = in.sig[i], e_i = in.e[i], sig_dot_i = sig_dot[i], e_dot_i = e_dot[i];
     const int32_t* row = in.idx + i * in.k;
-    const int64_t count = RowLength(row, in.k, in.n), slots = (count + 15) & ~int64_t(15);
+    const int64_t slots = NearSlots(in, xi, i, row, scratch);
+    const int32_t* near = scratch.near.data();
     T f0 = 0, f1 = 0, f2 = 0, g0 = 0, g1 = 0, g2 = 0, e_row = 0, e_dot_row = 0;
 #pragma omp simd reduction(+ : f0, f1, f2, g0, g1, g2, e_row, e_dot_row)
     for (int64_t s = 0; s < slots; ++s) {
-      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);
+      const int32_t j_raw = near[s];
       Pair<T, D> p;
       Evaluate<T, D, true, kSwitch>(in, xi, sig_i, e_i, i, j_raw, p);
       const int32_t j = p.j;
@@ -293,17 +355,19 @@ void JvpRows(const Inputs<T, D>& in, const T* x_dot, const T* sig_dot, const T* 
 template <typename T, int D, bool kSwitch>
 void VjpRows(const Inputs<T, D>& in, T e_bar, const T* f_bar, int64_t begin, int64_t end, T* x_bar, T* sig_bar,
              T* e_bar_out, double* sides_bar) {
+  RowScratch scratch(in.k);
   double box[D] = {};
   for (int64_t i = begin; i < end; ++i) {
     T xi[D], lam_i[D];
     for (int a = 0; a < D; ++a) xi[a] = in.x[i * D + a], lam_i[a] = f_bar[i * D + a];
     const T sig_i = in.sig[i], e_i = in.e[i];
     const int32_t* row = in.idx + i * in.k;
-    const int64_t count = RowLength(row, in.k, in.n), slots = (count + 15) & ~int64_t(15);
+    const int64_t slots = NearSlots(in, xi, i, row, scratch);
+    const int32_t* near = scratch.near.data();
     T x0 = 0, x1 = 0, x2 = 0, b0 = 0, b1 = 0, b2 = 0, sb = 0, eb = 0;
 #pragma omp simd reduction(+ : x0, x1, x2, b0, b1, b2, sb, eb)
     for (int64_t s = 0; s < slots; ++s) {
-      const int32_t j_raw = s < count ? row[s] : int32_t(in.n);
+      const int32_t j_raw = near[s];
       Pair<T, D> p;
       Evaluate<T, D, true, kSwitch>(in, xi, sig_i, e_i, i, j_raw, p);
       const int32_t j = p.j;
