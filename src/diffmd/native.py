@@ -1,4 +1,5 @@
-"""Compiled pair kernels: the built-in Lennard-Jones interaction as fused C++ row sums (XLA FFI).
+"""Compiled kernels (XLA FFI): the built-in Lennard-Jones interaction as fused C++ row sums, and
+the cell-list neighbor build.
 
 XLA's CPU backend splits the pure-JAX pair kernel into ~15 elementwise passes, each writing an
 (N, K) array to memory, and its derivatives into ~30. The C++ kernels in `_native/lj_rows.cc`
@@ -9,7 +10,9 @@ the reference and the fallback.
 
 They cover `LennardJones` with Lorentz–Berthelot mixing, no force cap, and no, plain,
 shifted-potential or switched (OpenMM's) cutoffs, in open or rectangular periodic boxes, 2-D or 3-D, float32 or
-float64; every other interaction uses the pure-JAX kernel.
+float64; every other interaction uses the pure-JAX kernel. `cell_rows` (`_native/cell_rows.cc`)
+is `CellListNeighborFinder`'s build: the pure-JAX build's rows, in the same order, ~20–50×
+faster (it compares each atom with its 3^D cells' atoms directly instead of as dense blocks).
 
 The library is compiled on first use with a C++ compiler ($CXX, else the clang in the `ziglang`
 package from PyPI, else c++, g++ or clang++) into a cache directory ($DIFFMD_CACHE_DIR, default
@@ -39,7 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = Path(__file__).parent / "_native" / "lj_rows.cc"
+NATIVE_DIR = Path(__file__).parent / "_native"
+SOURCES = (NATIVE_DIR / "lj_rows.cc", NATIVE_DIR / "cell_rows.cc")
+HEADERS = (NATIVE_DIR / "parallel_rows.h",)
 # No -ffast-math: results must match the pure-JAX kernel. Gathers and wide vectors matter: the
 # row loops gather neighbor coordinates, and GCC's generic tuning emulates gathers with scalar
 # loads (2× slower here).
@@ -49,6 +54,7 @@ X86_FLAGS = ("-mprefer-vector-width=512",)
 GCC_X86_FLAGS = ("-mtune-ctrl=use_gather",)
 _SYMBOLS = {f"diffmd_lj_{kind}_{dt}": f"DiffmdLj{kind.capitalize()}{dt.upper()}"
             for kind in ("forward", "jvp", "vjp") for dt in ("f32", "f64")}
+_SYMBOLS.update({f"diffmd_cell_rows_{dt}": f"DiffmdCellRows{dt.upper()}" for dt in ("f32", "f64")})
 CUTOFF_KINDS = {"NoCutoff": 0, "PlainCutoff": 1, "ShiftedPotentialCutoff": 2, "SwitchedCutoff": 3}
 
 
@@ -109,22 +115,22 @@ def build(verbose: bool = False) -> Path:
     include = jax.ffi.include_dir()
     flags = _flags(compiler)
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), jax.__version__.encode(), " ".join(compiler + flags).encode(),
+    for part in (*(f.read_bytes() for f in SOURCES + HEADERS), jax.__version__.encode(), " ".join(compiler + flags).encode(),
                  _cpu_model().encode(), platform.machine().encode()):
         key.update(part)
-    path = _cache_dir() / f"lj_rows-{key.hexdigest()[:16]}.so"
+    path = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
-    command = compiler + flags + [f"-I{include}", str(SOURCE), "-o", tmp]
+    command = compiler + flags + [f"-I{include}", f"-I{NATIVE_DIR}", *map(str, SOURCES), "-o", tmp]
     if verbose:
         print("diffmd.native: " + " ".join(command), flush=True)
     try:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{result.stderr[-2000:]}")
+            raise RuntimeError(f"compiling {', '.join(f.name for f in SOURCES)} failed:\n{result.stderr[-2000:]}")
         os.replace(tmp, path)  # atomic: concurrent builds never see a partial library
     finally:
         if os.path.exists(tmp):
@@ -194,6 +200,31 @@ def lj_rows(derivatives: str, config: tuple, coords, atoms, boundary, idx):
     sides = boundary.sides.astype(dtype) if config[-1] else jnp.ones((coords.shape[1],), dtype)
     kernel = lj_rows_reverse if derivatives == "reverse" else lj_rows_forward
     return kernel(config, coords, sigma, sqrt_eps, idx.astype(jnp.int32), sides)
+
+
+def cell_rows_available(coords) -> bool:
+    """Whether the compiled cell-list build covers these coordinates (CPU, 2-D/3-D, f32/f64)."""
+    return (coords.dtype in (jnp.float32, jnp.float64) and coords.shape[-1] in (2, 3)
+            and jax.default_backend() == "cpu" and available())
+
+
+def cell_rows(wrapped, cell_of, sides, excluded_table, grid: tuple, cutoff: float, slots: int):
+    """Neighbor rows from a cell grid with the compiled build (`_native/cell_rows.cc`): the rows
+    of diffmd.neighbors' pure-JAX cell build, in the same order.
+
+    wrapped: (N, D) coordinates wrapped into the box; cell_of: (N,) int32 linear cell index
+    (row-major over `grid`, at least 3 cells per side); sides: (D,) box sides;
+    excluded_table: (≥ N, X) int32 excluded partners per atom, padded with −1.
+    Returns (idx (N, slots) int32 padded with N, most neighbors of any atom, most atoms in a cell).
+    """
+    n, dims = wrapped.shape
+    suffix = "f32" if wrapped.dtype == jnp.float32 else "f64"
+    outputs = (jax.ShapeDtypeStruct((n, slots), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32),
+               jax.ShapeDtypeStruct((), jnp.int32))
+    grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+    return jax.ffi.ffi_call(f"diffmd_cell_rows_{suffix}", outputs, vmap_method="sequential")(
+        wrapped, cell_of.astype(jnp.int32), sides.astype(wrapped.dtype), excluded_table.astype(jnp.int32),
+        grid0=np.int64(grid[0]), grid1=np.int64(grid[1]), grid2=np.int64(grid[2]), cutoff=np.float64(cutoff))
 
 
 def _call(kind: str, config: tuple, outputs, *args):

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from . import native
 from ._static import StaticArray, as_static
 from .boundaries import RectangularBoundary
 
@@ -299,7 +300,29 @@ def _excluded_table(excluded: np.ndarray, n: int) -> np.ndarray:
 
 
 def _cell_build(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, count_only=False):
-    """Neighbor rows from the cell grid, a block of cells at a time.
+    """Neighbor rows from the cell grid: (idx (N, slots), most neighbors of any atom, most atoms
+    in any cell), or with count_only the most neighbors of any atom. The compiled build where it
+    exists (the same rows; a cell may then hold more than `cell_capacity` atoms, still reported),
+    else `_cell_build_jax`."""
+    if not native.cell_rows_available(coords):
+        return _cell_build_jax(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, count_only)
+    n = coords.shape[0]
+    table = jnp.asarray(_excluded_table(np.asarray(excluded).reshape(-1, 2), n))
+    idx, count, most_in_cell = native.cell_rows(boundary.wrap(coords), _cell_ids(coords, boundary, grid),
+                                                boundary.sides, table, grid, cutoff, 1 if count_only else slots)
+    if count_only:
+        return count
+    return idx, count, _flag_small_cells(most_in_cell, boundary, grid, cutoff)
+
+
+def _flag_small_cells(most_in_cell, boundary, grid, cutoff):
+    # Cells narrower than the cutoff (a box that shrank after the grid was fixed) would miss pairs.
+    too_small = jnp.any(boundary.sides / np.asarray(grid) < cutoff)
+    return jnp.where(too_small, _BOX_TOO_SMALL, most_in_cell)
+
+
+def _cell_build_jax(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, count_only=False):
+    """Neighbor rows from the cell grid, a block of cells at a time (pure JAX).
 
     Every atom of a cell has the same candidates (the atoms of the 3^D cells around it), so
     the work is organised per cell: the candidates' coordinates are gathered once per cell
@@ -362,11 +385,7 @@ def _cell_build(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, 
     # atom i sits in cell cell_of[i] at slot (its rank in the sorted order − the cell's start)
     rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
     idx = cell_rows[cell_of * m + jnp.minimum(rank - starts[cell_of], m - 1)]
-    most_in_cell = jnp.max(counts)
-    # Cells narrower than the cutoff (a box that shrank after the grid was fixed) would miss pairs.
-    too_small = jnp.any(boundary.sides / np.asarray(grid) < cutoff)
-    most_in_cell = jnp.where(too_small, _BOX_TOO_SMALL, most_in_cell)
-    return idx, jnp.max(count), most_in_cell
+    return idx, jnp.max(count), _flag_small_cells(jnp.max(counts), boundary, grid, cutoff)
 
 
 def _all_pairs_rows(coords, boundary, cutoff, excluded: np.ndarray, slots: int):
