@@ -44,7 +44,7 @@ import numpy as np
 
 NATIVE_DIR = Path(__file__).parent / "_native"
 SOURCES = (NATIVE_DIR / "lj_rows.cc", NATIVE_DIR / "cell_rows.cc")
-HEADERS = (NATIVE_DIR / "parallel_rows.h",)
+HEADERS = (NATIVE_DIR / "common.h",)
 # No -ffast-math: results must match the pure-JAX kernel. Gathers and wide vectors matter: the
 # row loops gather neighbor coordinates, and GCC's generic tuning emulates gathers with scalar
 # loads (2× slower here).

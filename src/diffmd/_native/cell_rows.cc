@@ -17,11 +17,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-#include "parallel_rows.h"
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 // The same rounding as the pure-JAX build, so that both list the same pairs even at the cutoff.
@@ -112,21 +108,7 @@ ffi::Error CellRows(ffi::ThreadPool pool, ffi::Buffer<DT> wrapped, ffi::Buffer<f
           r2 = r2 + d2 * d2;
           kept[k] = (r2 < cutoff2) & (ids[k] != int32_t(i));
         }
-        int32_t* out = found.data();
-#if defined(__AVX512F__)
-        for (int32_t k = 0; k < size; k += 16) {  // keep and ids are read past `size` only into masked lanes
-          const __mmask16 lanes = size - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (size - k)) - 1);
-          const __mmask16 mask = _mm512_mask_test_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, kept + k),
-                                                             _mm512_set1_epi32(-1));
-          _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(mask, _mm512_maskz_loadu_epi32(lanes, ids + k)));
-          count += __builtin_popcount(mask);
-        }
-#else
-        for (int32_t k = 0; k < size; ++k) {  // branch-free compaction
-          out[count] = ids[k];
-          count += kept[k];
-        }
-#endif
+        count += diffmd::AppendKept(ids, kept, size, found.data() + count);
       }
       const int32_t* partners = table + i * n_excluded;
       if (n_excluded > 0 && partners[0] >= 0) {  // drop excluded partners, keeping the order

@@ -36,11 +36,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-#include "parallel_rows.h"
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -208,19 +204,7 @@ inline int64_t NearSlots(const Inputs<T, D>& in, const T* xi, int64_t i, const i
     js[s] = j_raw;
     keep[s] = (u != T(0)) & !(u >= in.keep_u2);
   }
-  int64_t m = 0;
-#if defined(__AVX512F__)
-  for (int64_t s = 0; s < slots; s += 16) {
-    const __mmask16 mask = _mm512_test_epi32_mask(_mm512_loadu_si512(keep + s), _mm512_set1_epi32(-1));
-    _mm512_storeu_si512(near + m, _mm512_maskz_compress_epi32(mask, _mm512_loadu_si512(js + s)));
-    m += __builtin_popcount(mask);
-  }
-#else
-  for (int64_t s = 0; s < slots; ++s) {  // branch-free compaction
-    near[m] = js[s];
-    m += keep[s];
-  }
-#endif
+  const int64_t m = diffmd::AppendKept(js, keep, slots, near);
   const int64_t padded = (m + 15) & ~int64_t(15);
   for (int64_t s = m; s < padded; ++s) near[s] = int32_t(in.n);
   return padded;
