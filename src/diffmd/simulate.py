@@ -465,10 +465,20 @@ def _blow_up_message(step, integrator) -> str:
     )
 
 
+def _is_typed_key(leaf) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _error_if(trajectory: Trajectory, pred, message: str) -> Trajectory:
+    """`eqx.error_if` on every leaf but typed PRNG keys (jax.random.key), which it cannot carry."""
+    keys, rest = eqx.partition(trajectory, _is_typed_key)
+    return eqx.combine(keys, eqx.error_if(rest, pred, message))
+
+
 def _traced_checks(trajectory: Trajectory) -> Trajectory:
     neighbors = trajectory.state.neighbors
     if neighbors is not None:
-        trajectory = eqx.error_if(
+        trajectory = _error_if(
             trajectory,
             neighbors.overflowed,
             "neighbor list overflow: more pairs within the cutoff than the list capacity. Inside "
@@ -476,4 +486,4 @@ def _traced_checks(trajectory: Trajectory) -> Trajectory:
             "(DistanceNeighborFinder(..., capacity=n)) or run once eagerly to size it (a cell list also "
             "overflows when a cell holds more atoms than it has slots)",
         )
-    return eqx.error_if(trajectory, trajectory.state.first_nonfinite_step >= 0, _blow_up_message(None, None))
+    return _error_if(trajectory, trajectory.state.first_nonfinite_step >= 0, _blow_up_message(None, None))
