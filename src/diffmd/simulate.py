@@ -168,13 +168,17 @@ def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1, rows:
     return carry, outs
 
 
-def _restart(state: MDState, force_fn) -> MDState:
-    """Truncated backpropagation: restart from the state with coordinates and velocities cut
-    from the gradient graph; forces are recomputed so they still depend on the parameters."""
-    coords, velocities = jax.lax.stop_gradient((state.coords, state.velocities))
-    neighbors, energy, forces = force_fn(coords, state.neighbors, state.step)
-    return eqx.tree_at(lambda s: (s.coords, s.velocities, s.forces, s.potential_energy, s.neighbors), state,
-                       (coords, velocities, forces, energy, neighbors), is_leaf=lambda x: x is None)
+def _restart(state: MDState, cut, force_fn) -> MDState:
+    """Truncated backpropagation: where `cut`, the state's coordinates and velocities are cut
+    from the gradient graph and the forces recomputed from the cut coordinates (so they still
+    depend on the parameters); elsewhere the state is unchanged. `force_fn` uses the state's
+    list as it is (it is valid for these coordinates). Only energy and forces go through the
+    `cond`: a cond over the whole state copied its neighbor rows on every step."""
+    coords, velocities = (jnp.where(cut, jax.lax.stop_gradient(a), a) for a in (state.coords, state.velocities))
+    energy, forces = jax.lax.cond(cut, lambda: force_fn(coords, state.neighbors, state.step)[1:],
+                                  lambda: (state.potential_energy, state.forces))
+    return eqx.tree_at(lambda s: (s.coords, s.velocities, s.forces, s.potential_energy), state,
+                       (coords, velocities, forces.astype(state.forces.dtype), energy.astype(state.potential_energy.dtype)))
 
 
 def _continued_state(start: MDState, system, force_fn, capacity, key, derivatives: str,
@@ -219,13 +223,14 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
                     cut = cut | ((state.step % backprop_window == 0) & (state.step > 0))
                 if detach_from is not None:
                     cut = cut | (state.step == detach_from)
-                state = jax.lax.cond(cut, lambda: _restart(state, force_fn), lambda: state)
+                state = _restart(state, cut, list_as_is)
             return integrator.step(state, system, force_fn), None
         return step
 
+    list_as_is = _force_fn(system, capacity, derivatives, replay=True)  # for restarts and replays
     step = make_step(force_fn)
     if rows is not None:
-        rows = rows._replace(replay=make_step(_force_fn(system, capacity, derivatives, replay=True)))
+        rows = rows._replace(replay=make_step(list_as_is))
 
     def advance(state, n):
         return _scan(step, state, n, mode, steps_per_segment, rows)[0]
