@@ -153,9 +153,9 @@ def test_vmapped_replicas_rebuild_their_own_lists():
     scales, start = jnp.array([0.2, 4.0]), np.asarray(_system(1.0).coords)
     for references in ([list_reference(float(s)) for s in scales], jax.vmap(list_reference)(scales)):
         assert np.array_equal(references[0], start) and not np.array_equal(references[1], start)
+    separate = [jax.value_and_grad(lambda s, c=scale: loss(s, c, "reverse"))(1.0) for scale in scales]
     for mode in ("reverse", "checkpointed"):
         values, grads = jax.vmap(jax.value_and_grad(lambda s, c: loss(s, c, mode)), in_axes=(None, 0))(1.0, scales)
-        for k, scale in enumerate(scales):
-            value, grad = jax.value_and_grad(lambda s: loss(s, scale, mode))(1.0)
+        for k, (value, grad) in enumerate(separate):
             np.testing.assert_allclose(values[k], value, rtol=1e-12, err_msg=mode)
             np.testing.assert_allclose(grads[k], grad, rtol=1e-10, err_msg=mode)
