@@ -11,7 +11,7 @@ the reference and the fallback.
 They cover `LennardJones` with Lorentz–Berthelot mixing, no force cap, and no, plain,
 shifted-potential or switched (OpenMM's) cutoffs, in open or rectangular periodic boxes, 2-D or 3-D, float32 or
 float64; every other interaction uses the pure-JAX kernel. `cell_rows` (`_native/cell_rows.cc`)
-is `CellListNeighborFinder`'s build: the pure-JAX build's rows, in the same order, ~20–50×
+is `CellListNeighborFinder`'s build: the pure-JAX build's rows, in the same order, 20–30×
 faster (it compares each atom with its 3^D cells' atoms directly instead of as dense blocks).
 
 The library is compiled on first use with a C++ compiler ($CXX, else the clang in the `ziglang`
