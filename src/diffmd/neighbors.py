@@ -199,7 +199,7 @@ class CellListNeighborFinder(_ListFinder):
         grid = self._grid(boundary, n)
         if grid is None:
             return super().initial_capacity(coords, boundary, excluded), 0, None
-        cell_ids = _cell_ids(coords, boundary, grid)
+        cell_ids = _cell_ids(boundary.wrap(coords), boundary, grid)
         per_cell = int(jnp.max(jnp.bincount(cell_ids, length=int(np.prod(grid)))))
         cell_capacity = int(math.ceil(per_cell * self.margin)) + 2
         count = int(_cell_build(coords, boundary, self.cutoff, excluded, n, cell_capacity, grid, count_only=True))
@@ -260,10 +260,10 @@ class CellListNeighborFinder(_ListFinder):
 _BOX_TOO_SMALL = 2**30  # max_cell_count marker: the box no longer holds the grid's cells
 
 
-def _cell_ids(coords, boundary, grid) -> Array:
-    """Linear cell index of each atom (coordinates wrapped into the box)."""
+def _cell_ids(wrapped, boundary, grid) -> Array:
+    """Linear cell index of each atom from its coordinates wrapped into the box (`boundary.wrap`)."""
     grid_arr = np.asarray(grid, np.int32)
-    frac = boundary.wrap(coords) / boundary.sides
+    frac = wrapped / boundary.sides
     cell = jnp.clip(jnp.floor(frac * grid_arr).astype(jnp.int32), 0, grid_arr - 1)
     strides = np.cumprod((1,) + tuple(grid[:0:-1]))[::-1].astype(np.int32)  # row-major
     return jnp.sum(cell * strides, axis=1)
@@ -308,8 +308,9 @@ def _cell_build(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, 
         return _cell_build_jax(coords, boundary, cutoff, excluded, slots, cell_capacity, grid, count_only)
     n = coords.shape[0]
     table = jnp.asarray(_excluded_table(np.asarray(excluded).reshape(-1, 2), n))
-    idx, count, most_in_cell = native.cell_rows(boundary.wrap(coords), _cell_ids(coords, boundary, grid),
-                                                boundary.sides, table, grid, cutoff, 1 if count_only else slots)
+    wrapped = boundary.wrap(coords)
+    idx, count, most_in_cell = native.cell_rows(wrapped, _cell_ids(wrapped, boundary, grid), boundary.sides, table,
+                                                grid, cutoff, 1 if count_only else slots)
     if count_only:
         return count
     return idx, count, _flag_small_cells(most_in_cell, boundary, grid, cutoff)
@@ -334,7 +335,8 @@ def _cell_build_jax(coords, boundary, cutoff, excluded, slots, cell_capacity, gr
     n, dims = coords.shape
     n_cells = int(np.prod(grid))
     m = cell_capacity
-    cell_of = _cell_ids(coords, boundary, grid)
+    wrapped = boundary.wrap(coords)
+    cell_of = _cell_ids(wrapped, boundary, grid)
     order = jnp.argsort(cell_of).astype(jnp.int32)
     sorted_cells = cell_of[order]
     cell_range = jnp.arange(n_cells, dtype=jnp.int32)
@@ -348,7 +350,7 @@ def _cell_build_jax(coords, boundary, cutoff, excluded, slots, cell_capacity, gr
     table = jnp.asarray(_excluded_table(excluded, n + 1))  # row n: padding
     # Coordinates wrapped into the box: a neighbor cell across the boundary is then exactly
     # one box side away, so distances need no minimum-image rounding.
-    x_t = jnp.concatenate([boundary.wrap(coords).T, jnp.zeros((dims, 1), coords.dtype)], axis=1)  # column n: padding
+    x_t = jnp.concatenate([wrapped.T, jnp.zeros((dims, 1), coords.dtype)], axis=1)  # column n: padding
     cutoff2 = cutoff * cutoff
     n_candidates = n_adjacent * m
 

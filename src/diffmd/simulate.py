@@ -71,8 +71,8 @@ def _force_fn(system, capacity: int | None, derivatives: str = "reverse", replay
             return None
         if replay:
             return neighbors
-        # Lists carry no derivative: cutting the coordinates (and box) before the rebuild's
-        # lax.cond keeps the cond out of the differentiated program (no residuals, no transpose).
+        # Lists carry no derivative: cutting the coordinates (and box, in the builder) before
+        # the rebuild loop keeps it out of the differentiated program.
         coords = jax.lax.stop_gradient(coords)
         if neighbors is None:
             return build(coords)
@@ -129,7 +129,7 @@ class _Rows(NamedTuple):
     """What a reverse pass needs to run without storing neighbor rows (`_state_scan`)."""
 
     rebuild: Callable  # reference coords -> the rows a build from them gives
-    replay: Callable | None  # the step, using the list it is given (no update): step(state, _)
+    replay: Callable  # the step, using the list it is given (no update): step(state, _)
 
 
 def _scan(body, carry, length: int, mode: str, items_per_segment: int = 1, rows: _Rows | None = None):
@@ -202,10 +202,6 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
          backprop_steps: int | None = None, start: MDState | None = None, keep_step: bool = False) -> Trajectory:
     derivatives = "forward" if mode == "forward" else "reverse"  # the pair kernel for this mode
     force_fn = _force_fn(system, capacity, derivatives)
-    rows = None  # reverse modes with a list: the backward pass restores rows, replays steps
-    if mode != "forward" and system.uses_neighbor_list():
-        build = _list_builder(system, capacity)
-        rows = _Rows(lambda reference: build(reference).idx, None)
     if start is None:
         state = _initial_state(system, force_fn, key)
     else:
@@ -229,8 +225,10 @@ def _run(system, integrator, n_steps: int, key, capacity: int | None, mode: str 
 
     list_as_is = _force_fn(system, capacity, derivatives, replay=True)  # for restarts and replays
     step = make_step(force_fn)
-    if rows is not None:
-        rows = rows._replace(replay=make_step(list_as_is))
+    rows = None  # reverse modes with a list: the backward pass restores rows, replays steps
+    if mode != "forward" and system.uses_neighbor_list():
+        build = _list_builder(system, capacity)
+        rows = _Rows(lambda reference: build(reference).idx, make_step(list_as_is))
 
     def advance(state, n):
         return _scan(step, state, n, mode, steps_per_segment, rows)[0]
