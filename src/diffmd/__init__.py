@@ -3,31 +3,26 @@
 Build a `System` (atoms, coordinates, boundary, interactions, neighbor finder, loggers), run it
 with `simulate(system, integrator, n_steps)`, and differentiate any scalar of the resulting
 `Trajectory` with `jax.grad` / `jax.jvp` with respect to any float in the system.
+
+Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one file each),
+`kernels` (pure-JAX and generated compiled pair kernels), `neighbors` (lists), `dynamics`
+(integrators, couplings, constraints), `run` (simulate, gradient modes, checks).
 """
 
 from .atoms import Atoms
-from .boundaries import CubicBoundary, NoBoundary, RectangularBoundary, vector
-from .couplers import AndersenThermostat, BerendsenThermostat, Coupling, FrictionThermostat
+from .dynamics import (AndersenThermostat, BerendsenThermostat, Constraints, Coupling, FixedAtoms, ForceEval,
+                       FrictionThermostat, Integrator, MDState, NoConstraints, StepContext, VelocityVerlet)
 from .energy import energy_and_forces, forces, kinetic_energy, potential_energy, temperature
+from .forces import *  # noqa: F401,F403
+from .forces import __all__ as _force_names
 from .initialize import random_coords, random_velocities
-from .integrators import MDState, VelocityVerlet
-from .interactions import *  # noqa: F401,F403
-from .interactions import __all__ as _interaction_names
-from .loggers import (
-    CoordinatesLogger,
-    ForcesLogger,
-    KineticEnergyLogger,
-    Logger,
-    ObservableLogger,
-    PotentialEnergyLogger,
-    TemperatureLogger,
-    TotalEnergyLogger,
-    VelocitiesLogger,
-)
-from .neighbors import CellListNeighborFinder, DistanceNeighborFinder, NeighborList, NoNeighborFinder
+from .loggers import (CoordinatesLogger, ForcesLogger, KineticEnergyLogger, Logger, ObservableLogger,
+                      PotentialEnergyLogger, TemperatureLogger, TotalEnergyLogger, VelocitiesLogger)
+from .neighbors import Capacity, CellListNeighborFinder, DistanceNeighborFinder, NeighborList, NoNeighborFinder
 from .observables import distance_matrix, mean_min_separation, min_separations
 from .parallel import map_replicas, replica_mesh, replica_sharding  # docs/parallel.md
-from .simulate import SimulationError, Trajectory, simulate
+from .run import Checkpointed, SimulationError, Trajectory, Truncate, simulate
+from .space import CubicBoundary, NoBoundary, RectangularBoundary, vector
 from .system import System
 from .units import OPENMM_UNITS, REDUCED_UNITS, UnitSystem
 
@@ -36,14 +31,15 @@ __version__ = "0.1.0"
 __all__ = [
     "Atoms", "CubicBoundary", "NoBoundary", "RectangularBoundary", "vector",
     "AndersenThermostat", "BerendsenThermostat", "Coupling", "FrictionThermostat",
+    "Constraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "StepContext",
     "energy_and_forces", "forces", "kinetic_energy", "potential_energy", "temperature",
     "random_coords", "random_velocities", "MDState", "VelocityVerlet",
     "CoordinatesLogger", "ForcesLogger", "KineticEnergyLogger", "Logger", "ObservableLogger",
     "PotentialEnergyLogger", "TemperatureLogger", "TotalEnergyLogger", "VelocitiesLogger",
-    "CellListNeighborFinder", "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
+    "Capacity", "CellListNeighborFinder", "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
     "distance_matrix", "mean_min_separation", "min_separations",
     "map_replicas", "replica_mesh", "replica_sharding",
-    "SimulationError", "Trajectory", "simulate", "System",
+    "Checkpointed", "SimulationError", "Trajectory", "Truncate", "simulate", "System",
     "OPENMM_UNITS", "REDUCED_UNITS", "UnitSystem",
-    *_interaction_names,
+    *_force_names,
 ]

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .boundaries import NoBoundary, RectangularBoundary
+from .space.boundaries import NoBoundary, RectangularBoundary
 from .units import OPENMM_UNITS, UnitSystem
 
 

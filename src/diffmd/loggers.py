@@ -76,10 +76,11 @@ class TotalEnergyLogger(Logger):
 
 
 class TemperatureLogger(Logger):
-    """Instantaneous temperature 2K/(N·D·k_B) (temperature units)."""
+    """Instantaneous temperature 2K/(n_dof k_B) (temperature units), n_dof the system's
+    degrees of freedom (N·D less constraints and removed centre-of-mass motion)."""
 
     def observe(self, state, system):
-        return temperature(system.atoms.mass, state.velocities, system.units.boltzmann)
+        return temperature(system.atoms.mass, state.velocities, system.units.boltzmann, system.degrees_of_freedom)
 
 
 class ObservableLogger(Logger):

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from .boundaries import NoBoundary
+from .space.boundaries import NoBoundary
 from .energy import kinetic_energy, potential_energy, temperature  # noqa: F401  (re-exported)
-from .interactions.geometry import safe_norm
+from .space.geometry import safe_norm
 
 
 def distance_matrix(coords: Array, boundary) -> Array:

@@ -10,12 +10,14 @@ import numpy as np
 from jax import Array
 
 from ._checks import concrete_or_none
-from ._static import StaticArray, as_static
+from ._static import StaticArray
 from .atoms import Atoms
-from .boundaries import NoBoundary, RectangularBoundary
-from .interactions.base import PairwiseInteraction, SpecificInteraction, merge_terms
+from .dynamics.constraints import Constraints, NoConstraints
+from .forces.base import BondedForce, BondedInteraction, GlobalInteraction, _Pairwise, merge_terms
 from .loggers import Logger
-from .neighbors import CellListNeighborFinder, DistanceNeighborFinder, NoNeighborFinder, _ListFinder
+from .neighbors import CellListNeighborFinder, DistanceNeighborFinder, NoNeighborFinder
+from .neighbors.finders import _ListFinder
+from .space.boundaries import NoBoundary, RectangularBoundary
 from .units import OPENMM_UNITS, UnitSystem
 
 _NO_PAIRS = StaticArray(np.zeros((0, 2), np.int32))
@@ -30,26 +32,23 @@ def _pair_array(pairs) -> StaticArray:
         return _NO_PAIRS
     if np.any(pairs[:, 0] == pairs[:, 1]):
         raise ValueError("a pair list contains an atom paired with itself")
-    pairs = np.unique(np.sort(pairs, axis=1), axis=0)
-    return StaticArray(pairs)
+    return StaticArray(np.unique(np.sort(pairs, axis=1), axis=0))
 
 
-def _flatten_specific(specific_inters) -> tuple:
-    """Accept batched interactions and, as in the reference, lists of one-term interactions."""
+def _flatten_bonded(bonded_inters) -> tuple:
+    """Accept batched terms and, as in the reference, lists of one-term terms (merged by type)."""
     out = []
-    for item in specific_inters:
+    for item in bonded_inters:
         if isinstance(item, (list, tuple)):
-            if len(item) == 0:
-                continue
             groups: dict[type, list] = {}
             for term in item:
                 groups.setdefault(type(term), []).append(term)
             out.extend(merge_terms(group) for group in groups.values())
         else:
             out.append(item)
-    for inter in out:
-        if not isinstance(inter, SpecificInteraction):
-            raise TypeError(f"specific_inters must hold SpecificInteraction objects, got {type(inter).__name__}")
+    for term in out:
+        if not isinstance(term, (BondedInteraction, BondedForce)):
+            raise TypeError(f"bonded_inters must hold BondedInteraction or BondedForce objects, got {type(term).__name__}")
     return tuple(out)
 
 
@@ -61,18 +60,25 @@ class System(eqx.Module):
         coords: (N, D) coordinates, length units; D = 2 or 3.
         velocities: (N, D) velocities, length/time units (zeros if not given).
         boundary: NoBoundary or RectangularBoundary (CubicBoundary) with the same D.
-        pairwise_inters: tuple of PairwiseInteraction (the reference's `general_inters`).
-        specific_inters: tuple of SpecificInteraction; lists of one-term constructors
-            (the reference's `specific_inter_lists`) are merged into batches.
+        pairwise_inters: pairwise terms (`PairwiseInteraction`, `PairwiseForce`; the
+            reference's `general_inters`). Those sharing a neighbor list are evaluated together.
+        bonded_inters: bonded terms (`BondedInteraction`, `BondedForce`; the reference's
+            `specific_inter_lists`); lists of one-term constructors are merged into batches.
+        global_inters: terms that see the whole system (`GlobalInteraction`).
         neighbor_finder: NoNeighborFinder(), DistanceNeighborFinder(...) or CellListNeighborFinder(...).
         loggers: dict name → Logger; records come back in `Trajectory.logs[name]`.
         units: UnitSystem (default OPENMM_UNITS; REDUCED_UNITS has k_B = 1).
-        exclusions: (E, 2) atom pairs that no pairwise interaction sees (e.g. 1-2, 1-3).
+        exclusions: (E, 2) atom pairs that no pairwise term sees (e.g. 1-2, 1-3 pairs). The
+            pairs of bonded terms that replace the ordinary pair term (`NonbondedExceptions`)
+            are excluded too.
         pairs_14: (S, 2) 1-4 pairs: removed from the ordinary pair sum and added back with
-            each interaction's `weight_14` (no cutoff, as OpenMM's exceptions).
+            each pairwise term's `weight_14` (no cutoff).
+        constraints: the constraint slot every integrator applies (`NoConstraints()` by default).
+        remove_com_motion: remove the centre-of-mass velocity after every step (OpenMM's
+            CMMotionRemover); D degrees of freedom fewer.
 
-    Every float in the system is a differentiable leaf; topology (indices, exclusions) and
-    configuration are static.
+    Every float in the system is a differentiable leaf; topology (indices, exclusions, atom
+    types) and configuration are static.
     """
 
     atoms: Atoms
@@ -80,26 +86,33 @@ class System(eqx.Module):
     velocities: Array
     boundary: NoBoundary | RectangularBoundary
     pairwise_inters: tuple = ()
-    specific_inters: tuple = ()
+    bonded_inters: tuple = ()
+    global_inters: tuple = ()
     neighbor_finder: NoNeighborFinder | DistanceNeighborFinder | CellListNeighborFinder = NoNeighborFinder()
     loggers: dict = eqx.field(default_factory=dict)
     units: UnitSystem = eqx.field(static=True, default=OPENMM_UNITS)
     exclusions: StaticArray = eqx.field(static=True, default=_NO_PAIRS)
     pairs_14: StaticArray = eqx.field(static=True, default=_NO_PAIRS)
+    constraints: Constraints = NoConstraints()
+    remove_com_motion: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, atoms, coords, boundary, velocities=None, pairwise_inters=(), specific_inters=(),
-                 neighbor_finder=None, loggers=None, units=OPENMM_UNITS, exclusions=None, pairs_14=None):
+    def __init__(self, atoms, coords, boundary, velocities=None, pairwise_inters=(), bonded_inters=(),
+                 global_inters=(), neighbor_finder=None, loggers=None, units=OPENMM_UNITS, exclusions=None,
+                 pairs_14=None, constraints=None, remove_com_motion=False):
         self.atoms = atoms
         self.coords = jnp.asarray(coords)
         self.velocities = jnp.zeros_like(self.coords) if velocities is None else jnp.asarray(velocities)
         self.boundary = boundary
         self.pairwise_inters = tuple(pairwise_inters)
-        self.specific_inters = _flatten_specific(specific_inters)
+        self.bonded_inters = _flatten_bonded(bonded_inters)
+        self.global_inters = tuple(global_inters)
         self.neighbor_finder = NoNeighborFinder() if neighbor_finder is None else neighbor_finder
         self.loggers = dict(loggers or {})
         self.units = units
         self.exclusions = _pair_array(exclusions)
         self.pairs_14 = _pair_array(pairs_14)
+        self.constraints = NoConstraints() if constraints is None else constraints
+        self.remove_com_motion = bool(remove_com_motion)
 
     def __check_init__(self):
         if not isinstance(self.atoms, Atoms):
@@ -114,25 +127,28 @@ class System(eqx.Module):
         if self.velocities.shape != coords.shape:
             raise ValueError(f"System: velocities shape {self.velocities.shape} != coords shape {coords.shape}")
         if self.boundary.n_dims != coords.shape[1]:
-            raise ValueError(
-                f"System: coords are {coords.shape[1]}-D but the boundary is {self.boundary.n_dims}-D"
-            )
+            raise ValueError(f"System: coords are {coords.shape[1]}-D but the boundary is {self.boundary.n_dims}-D")
         for name, value in (("coords", coords), ("velocities", self.velocities)):
             c = concrete_or_none(value)
             if c is not None and not np.all(np.isfinite(c)):
                 bad = int(np.argwhere(~np.isfinite(c))[0, 0])
                 raise ValueError(f"System: {name} contain NaN or inf (first at atom {bad})")
-        for inter in self.pairwise_inters:
-            if not isinstance(inter, PairwiseInteraction):
-                raise TypeError(f"pairwise_inters must hold PairwiseInteraction objects, got {type(inter).__name__}")
-        for inter in self.specific_inters:
-            if inter.n_terms and inter.indices.array.max() >= n:
-                raise ValueError(
-                    f"{type(inter).__name__}: atom index {inter.indices.array.max()} out of range for {n} atoms"
-                )
+        for term in self.pairwise_inters:
+            if not isinstance(term, _Pairwise):
+                raise TypeError(f"pairwise_inters must hold PairwiseInteraction or PairwiseForce objects, "
+                                f"got {type(term).__name__}")
+            term.require_atom_params(self.atoms)  # names any per-atom parameter the atoms lack
+        for term in self.bonded_inters:
+            if term.n_terms and term.indices.array.max() >= n:
+                raise ValueError(f"{type(term).__name__}: atom index {term.indices.array.max()} out of range for {n} atoms")
+        for term in self.global_inters:
+            if not isinstance(term, GlobalInteraction):
+                raise TypeError(f"global_inters must hold GlobalInteraction objects, got {type(term).__name__}")
         for name, pairs in (("exclusions", self.exclusions), ("pairs_14", self.pairs_14)):
             if len(pairs) and pairs.array.max() >= n:
                 raise ValueError(f"System: {name} refer to atom {pairs.array.max()} but there are {n} atoms")
+        if not isinstance(self.constraints, Constraints):
+            raise TypeError(f"System: constraints must be a Constraints, got {type(self.constraints).__name__}")
         for name, logger in self.loggers.items():
             if not isinstance(logger, Logger):
                 raise TypeError(f"logger {name!r} must be a Logger, got {type(logger).__name__}")
@@ -140,31 +156,27 @@ class System(eqx.Module):
 
     def _check_cutoffs(self):
         finder = self.neighbor_finder
-        half_box = float("inf")  # open boundary, or a traced box: cannot check here
+        half_box = float("inf")  # open boundary, or a traced box: checked inside the run instead
         if isinstance(self.boundary, RectangularBoundary) and concrete_or_none(self.boundary.sides) is not None:
             half_box = self.boundary.min_side() / 2
-        for inter in self.pairwise_inters:
-            rc = inter.cutoff_distance
-            name = type(inter).__name__
+        for term in self.pairwise_inters:
+            rc = term.cutoff_distance
+            name = type(term).__name__
             # No cutoff in a periodic box means nearest image only (as Molly); finite cutoffs
             # beyond half the box would silently miss images, so they are refused.
             if np.isfinite(rc) and rc > half_box:
-                raise ValueError(
-                    f"{name}: cutoff {rc} exceeds half the smallest box side ({half_box}); "
-                    "the minimum-image convention would miss interactions"
-                )
-            if getattr(inter, "use_neighbors", False) and isinstance(finder, _ListFinder):
+                raise ValueError(f"{name}: cutoff {rc} exceeds half the smallest box side ({half_box}); "
+                                 "the minimum-image convention would miss interactions")
+            if term.use_neighbors and isinstance(finder, _ListFinder):
                 if not np.isfinite(rc):
                     raise ValueError(
                         f"{name}(use_neighbors=True) needs a finite cutoff no larger than the neighbor "
-                        f"finder's ({finder.cutoff}), e.g. cutoff=ShiftedPotentialCutoff({finder.cutoff})"
-                    )
+                        f"finder's ({finder.cutoff}), e.g. cutoff=ShiftedPotentialCutoff({finder.cutoff})")
                 if rc > finder.cutoff:
                     raise ValueError(f"{name}: cutoff {rc} exceeds the neighbor finder's cutoff {finder.cutoff}")
         if isinstance(finder, _ListFinder) and finder.cutoff > half_box:
-            raise ValueError(
-                f"{type(finder).__name__}: cutoff {finder.cutoff} exceeds half the smallest box side ({half_box})"
-            )
+            raise ValueError(f"{type(finder).__name__}: cutoff {finder.cutoff} exceeds half the smallest box side "
+                             f"({half_box})")
         if isinstance(finder, _ListFinder) and finder.ineligible is not None and len(finder.ineligible):
             if finder.ineligible.array.max() >= self.n_atoms:
                 raise ValueError(f"{type(finder).__name__}: eligible matrix is larger than the number of atoms")
@@ -183,20 +195,31 @@ class System(eqx.Module):
     def dtype(self):
         return self.coords.dtype
 
+    @property
+    def degrees_of_freedom(self) -> int:
+        """N·D, less the constraints and (if it is removed) the centre-of-mass motion."""
+        removed = self.constraints.n_removed(self.n_dims) + (self.n_dims if self.remove_com_motion else 0)
+        return self.n_atoms * self.n_dims - removed
+
     def uses_neighbor_list(self) -> bool:
         """True if some interaction reads a dynamic neighbor list."""
-        return isinstance(self.neighbor_finder, _ListFinder) and any(
-            getattr(inter, "use_neighbors", False) for inter in self.pairwise_inters
-        )
+        return isinstance(self.neighbor_finder, _ListFinder) and any(t.use_neighbors for t in self.pairwise_inters)
+
+    def largest_cutoff(self) -> float:
+        """The largest finite cutoff of the pairwise terms and the neighbor finder (0 if none)."""
+        cutoffs = [t.cutoff_distance for t in self.pairwise_inters] + [getattr(self.neighbor_finder, "cutoff", 0.0)]
+        return max([c for c in cutoffs if np.isfinite(c)], default=0.0)
 
     def excluded_pairs(self) -> StaticArray:
-        """Pairs never in the ordinary pair sum: exclusions, 1-4 pairs, ineligible pairs."""
+        """Pairs never in the ordinary pair sum: exclusions, 1-4 pairs, exception pairs of
+        bonded terms, ineligible pairs."""
         ineligible = getattr(self.neighbor_finder, "ineligible", None)
-        return _union(self.exclusions, self.pairs_14, ineligible if ineligible is not None else _NO_PAIRS)
+        replaced = [StaticArray(p) for p in (t.excluded_pairs() for t in self.bonded_inters) if p is not None]
+        return _union(self.exclusions, self.pairs_14, ineligible if ineligible is not None else _NO_PAIRS, *replaced)
 
     def neighbor_skin(self) -> float:
         """List cutoff minus the largest cutoff of the interactions that use the list."""
-        cutoffs = [inter.cutoff_distance for inter in self.pairwise_inters if getattr(inter, "use_neighbors", False)]
+        cutoffs = [t.cutoff_distance for t in self.pairwise_inters if t.use_neighbors]
         return self.neighbor_finder.cutoff - max(cutoffs, default=0.0)
 
 
@@ -206,4 +229,4 @@ def _union(*pair_lists: StaticArray) -> StaticArray:
     return _pair_array(stacked) if len(stacked) else _NO_PAIRS
 
 
-__all__ = ["System", "as_static"]
+__all__ = ["System"]

@@ -1,1 +1,1 @@
-"""C++ sources of the compiled kernels (see `diffmd.native`)."""
+"""C++ sources of the compiled kernels (see `diffmd.kernels`)."""

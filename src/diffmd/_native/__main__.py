@@ -1,12 +1,12 @@
-"""`python -m diffmd._native`: build (or find) the compiled kernels and say where they are."""
+"""`python -m diffmd._native`: build (or find) the compiled runtime and say where it is."""
 
 import sys
 
-from diffmd import native
+from diffmd.kernels import build
 
 try:
-    path = native.build(verbose=True)
+    path = build.build(verbose=True)
 except RuntimeError as error:
-    print(f"diffmd.native: not built ({error}); the pure-JAX kernel will be used", file=sys.stderr)
+    print(f"diffmd: compiled kernels not built ({error}); the pure-JAX kernels will be used", file=sys.stderr)
     sys.exit(1)
-print(f"diffmd.native: {path}")
+print(f"diffmd: {path}")

@@ -1,4 +1,4 @@
-// Shared by the compiled kernels: rows split over XLA's intra-op thread pool, and compaction.
+// Shared by the FFI handlers: rows split over XLA's intra-op thread pool.
 #pragma once
 
 #include <algorithm>
@@ -8,10 +8,7 @@
 #include <memory>
 #include <mutex>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
+#include "compact.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace diffmd {
@@ -63,27 +60,6 @@ inline int64_t ChunksFor(ffi::ThreadPool& pool, int64_t pair_slots) {
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t by_work = std::max<int64_t>(1, pair_slots / 32768);  // ≳ 50 µs of work per chunk
   return std::min<int64_t>(2 * threads, by_work);  // several per thread: late threads still help
-}
-
-// Appends ids[k] for every k < size with keep[k] ≠ 0 to out, in order; returns how many. out
-// needs 16 entries of room beyond them (whole vectors are stored).
-inline int64_t AppendKept(const int32_t* ids, const int32_t* keep, int64_t size, int32_t* out) {
-  int64_t count = 0;
-#if defined(__AVX512F__)
-  for (int64_t k = 0; k < size; k += 16) {
-    const __mmask16 lanes = size - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (size - k)) - 1);
-    const __mmask16 mask =
-        _mm512_mask_test_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, keep + k), _mm512_set1_epi32(-1));
-    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(mask, _mm512_maskz_loadu_epi32(lanes, ids + k)));
-    count += __builtin_popcount(mask);
-  }
-#else
-  for (int64_t k = 0; k < size; ++k) {  // branch-free compaction
-    out[count] = ids[k];
-    count += keep[k] != 0;
-  }
-#endif
-  return count;
 }
 
 }  // namespace diffmd

@@ -47,3 +47,27 @@ def dihedral_angle(b1: Array, b2: Array, b3: Array) -> Array:
     y = safe_norm(b2) * jnp.sum(b1 * n2, axis=-1)
     x = jnp.sum(n1 * n2, axis=-1)
     return safe_atan2(y, x)
+
+
+# ---- the geometry of bonded terms: positions (B, k, D) of each term's atoms -----------------
+
+
+def term_distances(positions: Array, boundary) -> Array:
+    """(B,) distance between the two atoms of each term, positions (B, 2, D)."""
+    return safe_norm(boundary.vector(positions[:, 0], positions[:, 1]))
+
+
+def term_angles(positions: Array, boundary) -> Array:
+    """(B,) angle at the middle atom j of each (i, j, k), radians; positions (B, 3, D)."""
+    return bond_angle(boundary.vector(positions[:, 1], positions[:, 0]),
+                      boundary.vector(positions[:, 1], positions[:, 2]))
+
+
+def term_dihedrals(positions: Array, boundary, name: str = "torsion") -> Array:
+    """(B,) dihedral angle of each (i, j, k, l), radians in (−π, π]; positions (B, 4, 3)."""
+    if positions.shape[-1] != 3:
+        raise ValueError(f"{name}: torsions (dihedral angles) need 3-D coordinates, got {positions.shape[-1]}-D")
+    b1 = boundary.vector(positions[:, 0], positions[:, 1])
+    b2 = boundary.vector(positions[:, 1], positions[:, 2])
+    b3 = boundary.vector(positions[:, 2], positions[:, 3])
+    return dihedral_angle(b1, b2, b3)

@@ -10,7 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .energy import temperature
+from ..energy import temperature
 
 
 class Coupling(eqx.Module):
@@ -47,7 +47,7 @@ class BerendsenThermostat(Coupling):
     tau: float
 
     def apply(self, velocities, system, dt, key):
-        current = temperature(system.atoms.mass, velocities, system.units.boltzmann)
+        current = temperature(system.atoms.mass, velocities, system.units.boltzmann, system.degrees_of_freedom)
         safe = jnp.where(current > 0, current, 1.0)
         factor = 1.0 + dt / self.tau * (self.temperature / safe - 1.0)
         scale = jnp.where(current > 0, jnp.sqrt(jnp.maximum(factor, 0.0)), 1.0)

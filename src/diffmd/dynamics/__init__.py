@@ -1,0 +1,10 @@
+"""Dynamics: the state (`state`), integrators as pure updates of (x, v) (`integrators`),
+couplings such as thermostats (`couplings`) and the constraint slot (`constraints`)."""
+
+from .constraints import Constraints, FixedAtoms, NoConstraints
+from .couplings import AndersenThermostat, BerendsenThermostat, Coupling, FrictionThermostat
+from .integrators import Integrator, StepContext, VelocityVerlet
+from .state import ForceEval, MDState
+
+__all__ = ["Constraints", "FixedAtoms", "NoConstraints", "AndersenThermostat", "BerendsenThermostat", "Coupling",
+           "FrictionThermostat", "Integrator", "StepContext", "VelocityVerlet", "ForceEval", "MDState"]

@@ -1,0 +1,100 @@
+"""Integrators: pure updates of positions and velocities.
+
+An integrator gets (x, v), the forces at x, a function that evaluates forces at new
+coordinates, and a `StepContext` (inverse masses, the constraint slot, the box, a PRNG key of
+its own), and returns the new (x, v) with the forces at the new x. Everything else every
+integrator needs — couplings (thermostats), random keys, the step counter, blow-up tracking,
+neighbor-list updates, centre-of-mass motion removal — is the driver's (`diffmd.run.driver`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax import Array
+
+from .constraints import Constraints, NoConstraints
+from .couplings import Coupling
+from .state import ForceEval, ForceFn
+
+
+class StepContext(NamedTuple):
+    """What the driver hands an integrator for one step.
+
+    Attributes:
+        inv_mass: (N, 1) inverse masses in the coordinates' dtype.
+        constraints: the system's constraint slot (apply after every position and velocity update).
+        boundary: the box.
+        key: a PRNG key for this step (None unless the integrator's `needs_key`).
+    """
+
+    inv_mass: Array
+    constraints: Constraints
+    boundary: object
+    key: Array | None
+
+
+def _as_couplings(coupling) -> tuple:
+    if coupling is None:
+        return ()
+    if isinstance(coupling, Coupling):
+        return (coupling,)
+    coupling = tuple(coupling)
+    for c in coupling:
+        if not isinstance(c, Coupling):
+            raise TypeError(f"coupling must be a Coupling or a tuple of them, got {type(c).__name__}")
+    return coupling
+
+
+class Integrator(eqx.Module):
+    """Base class: implement `update`. Subclasses declare `dt` and `coupling` (couplings the
+    driver applies to the velocities after each step, in order)."""
+
+    needs_key = False  # the integrator itself draws random numbers (Langevin, …)
+
+    @abc.abstractmethod
+    def update(self, x: Array, v: Array, current: ForceEval, forces: ForceFn, ctx: StepContext
+               ) -> tuple[Array, Array, ForceEval]:
+        """One step from (x, v) with `current` the forces at x: the new (x, v) and the forces at the new x."""
+
+    @property
+    def needs_any_key(self) -> bool:
+        """Whether a run needs a PRNG key (the integrator or one of its couplings draws numbers)."""
+        return self.needs_key or any(c.needs_key for c in self.coupling)
+
+
+class VelocityVerlet(Integrator):
+    """Velocity Verlet, then the couplings (thermostats) in order on the new velocities.
+
+        v(t+dt/2) = v(t) + dt/2 · F(t)/m
+        x(t+dt)   = x(t) + dt · v(t+dt/2)
+        v(t+dt)   = v(t+dt/2) + dt/2 · F(t+dt)/m,  then each coupling acts on v(t+dt).
+
+    With constraints (RATTLE's structure): the new positions are projected onto the
+    constraints and the half-step velocities follow them, v(t+dt/2) = (x(t+dt) − x(t))/dt; the
+    final velocities are projected too.
+
+    Attributes:
+        dt: time step (ps, or reduced time units); a differentiable leaf.
+        coupling: a Coupling or tuple of Couplings (e.g. FrictionThermostat(0.95)).
+
+    One force evaluation per step. Coordinates are not wrapped into the box (trajectories
+    stay continuous; every interaction uses minimum-image vectors).
+    """
+
+    dt: float
+    coupling: tuple = eqx.field(default=(), converter=_as_couplings)
+
+    def update(self, x, v, current, forces, ctx):
+        dt = jnp.asarray(self.dt, x.dtype)
+        v_half = v + 0.5 * dt * current.forces * ctx.inv_mass
+        x_new = ctx.constraints.positions(x + dt * v_half, x, ctx.inv_mass, ctx.boundary)
+        if not isinstance(ctx.constraints, NoConstraints):
+            v_half = (x_new - x) / dt  # the velocity that took it there
+        new = forces(x_new)
+        v_new = v_half + 0.5 * dt * new.forces * ctx.inv_mass
+        return x_new, ctx.constraints.velocities(x_new, v_new, ctx.inv_mass, ctx.boundary), new
+
