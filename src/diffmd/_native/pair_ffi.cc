@@ -1,8 +1,8 @@
 // XLA FFI handlers for the generated pair kernels (see pair_rows.h).
 //
-// Generated kernels are small shared libraries without XLA headers; Python loads one and
-// registers its three functions here under the kernel's name (a hash of its source), and the
-// handlers find them by that name, a string attribute of the custom call. A name rather than a
+// Generated kernels are small shared libraries without XLA headers, one per part (forward, jvp,
+// vjp: each compiled only when a run needs it); Python loads one and registers its functions
+// here under the kernel's name (a hash of its source), and the handlers find them by that name, a string attribute of the custom call. A name rather than a
 // pointer: an executable restored from a persistent compilation cache in another process still
 // names the right kernel (Python registers it again before the call is traced), and an
 // unregistered name is an error, never a stale pointer.
@@ -41,17 +41,22 @@ std::unordered_map<std::string, Kernel>& Registry() {
   return *registry;
 }
 
-const Kernel* Find(std::string_view name) {
+// The registered kernel `name`, if it has the given part (0 forward, 1 jvp, 2 vjp).
+const Kernel* Find(std::string_view name, int part) {
   std::lock_guard<std::mutex> lock(registry_mutex);
   auto it = Registry().find(std::string(name));
-  return it == Registry().end() ? nullptr : &it->second;
+  if (it == Registry().end()) return nullptr;
+  const Kernel& k = it->second;
+  const bool has = part == 0 ? k.forward != nullptr : part == 1 ? (k.jvp != nullptr && k.jvp_uniform != nullptr)
+                                                                 : k.vjp != nullptr;
+  return has ? &k : nullptr;
 }
 
 template <ffi::DataType DT>
 ffi::Error Check(const Kernel* kernel, std::string_view name, const ffi::Buffer<DT>& x, const ffi::Buffer<DT>& params,
                  const ffi::Buffer<DT>& globals, const ffi::Buffer<ffi::S32>& idx, const ffi::Buffer<DT>& sides) {
   if (kernel == nullptr)
-    return ffi::Error::InvalidArgument("pair_rows: kernel '" + std::string(name) + "' is not registered");
+    return ffi::Error::InvalidArgument("pair_rows: kernel '" + std::string(name) + "' (this part) is not registered");
   const auto xd = x.dimensions();
   const auto id = idx.dimensions();
   if (kernel->dtype_bytes != int32_t(sizeof(ffi::NativeType<DT>)) || xd.size() != 2 || xd[1] != kernel->dims)
@@ -82,7 +87,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> para
                    ffi::Buffer<ffi::S32> idx, ffi::Buffer<DT> sides, ffi::ResultBuffer<DT> energy,
                    ffi::ResultBuffer<DT> forces, std::string_view kernel_name, int32_t periodic) {
   using T = ffi::NativeType<DT>;
-  const Kernel* kernel = Find(kernel_name);
+  const Kernel* kernel = Find(kernel_name, 0);
   if (auto err = Check(kernel, kernel_name, x, params, globals, idx, sides); err.failure()) return err;
   const PairRowsArgs args = MakeArgs(x, params, globals, idx, sides, periodic);
   const int64_t chunks = diffmd::ChunksFor(pool, args.n * args.k);
@@ -113,7 +118,7 @@ ffi::Error Jvp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> params, 
                ffi::ResultBuffer<DT> forces, ffi::ResultBuffer<DT> energy_dot, ffi::ResultBuffer<DT> forces_dot,
                std::string_view kernel_name, int32_t periodic) {
   using T = ffi::NativeType<DT>;
-  const Kernel* kernel = Find(kernel_name);
+  const Kernel* kernel = Find(kernel_name, 1);
   if (auto err = Check(kernel, kernel_name, x, params, globals, idx, sides); err.failure()) return err;
   PairRowsArgs args = MakeArgs(x, params, globals, idx, sides, periodic);
   args.x_dot = x_dot.typed_data();
@@ -146,7 +151,7 @@ ffi::Error Vjp(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> params, 
                ffi::ResultBuffer<DT> x_bar, ffi::ResultBuffer<DT> params_bar, ffi::ResultBuffer<DT> globals_bar,
                ffi::ResultBuffer<DT> sides_bar, std::string_view kernel_name, int32_t periodic) {
   using T = ffi::NativeType<DT>;
-  const Kernel* kernel = Find(kernel_name);
+  const Kernel* kernel = Find(kernel_name, 2);
   if (auto err = Check(kernel, kernel_name, x, params, globals, idx, sides); err.failure()) return err;
   PairRowsArgs args = MakeArgs(x, params, globals, idx, sides, periodic);
   args.e_bar = e_bar.typed_data();
@@ -205,15 +210,18 @@ DIFFMD_JVP(DiffmdPairJvpF64, ffi::F64);
 DIFFMD_VJP(DiffmdPairVjpF32, ffi::F32);
 DIFFMD_VJP(DiffmdPairVjpF64, ffi::F64);
 
-// Called from Python (ctypes) after loading a generated kernel; returns 0, or 1 for a bad entry.
-extern "C" int diffmd_register_pair_kernel(const char* name, int32_t dtype_bytes, int32_t dims, int32_t n_params,
-                                           int32_t n_globals, void* forward, void* jvp, void* jvp_uniform,
-                                           void* vjp) {
-  if (name == nullptr || forward == nullptr || jvp == nullptr || jvp_uniform == nullptr || vjp == nullptr) return 1;
-  Kernel kernel{dtype_bytes, dims, n_params, n_globals, reinterpret_cast<PairRowsFn>(forward),
-                reinterpret_cast<PairRowsFn>(jvp), reinterpret_cast<PairRowsFn>(jvp_uniform),
-                reinterpret_cast<PairRowsFn>(vjp)};
+// Called from Python (ctypes) after loading one part of a generated kernel (0 forward: fn; 1 jvp:
+// fn, fn_uniform; 2 vjp: fn); returns 0, 1 for a bad entry, 2 if it contradicts a registered part.
+extern "C" int diffmd_register_pair_kernel(const char* name, int32_t part, int32_t dtype_bytes, int32_t dims,
+                                           int32_t n_params, int32_t n_globals, void* fn, void* fn_uniform) {
+  if (name == nullptr || fn == nullptr || part < 0 || part > 2 || (part == 1 && fn_uniform == nullptr)) return 1;
   std::lock_guard<std::mutex> lock(registry_mutex);
-  Registry()[name] = kernel;
+  auto [it, fresh] = Registry().try_emplace(name, Kernel{dtype_bytes, dims, n_params, n_globals, nullptr, nullptr,
+                                                           nullptr, nullptr});
+  Kernel& k = it->second;
+  if (k.dtype_bytes != dtype_bytes || k.dims != dims || k.n_params != n_params || k.n_globals != n_globals) return 2;
+  if (part == 0) k.forward = reinterpret_cast<PairRowsFn>(fn);
+  if (part == 1) k.jvp = reinterpret_cast<PairRowsFn>(fn), k.jvp_uniform = reinterpret_cast<PairRowsFn>(fn_uniform);
+  if (part == 2) k.vjp = reinterpret_cast<PairRowsFn>(fn);
   return 0;
 }

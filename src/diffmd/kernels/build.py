@@ -98,37 +98,47 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffmd"
 
 
-def _compile(stem: str, sources: list[Path], extra_parts: tuple[bytes, ...], include_xla: bool,
-             verbose: bool = False) -> Path:
-    """Compile `sources` into a cached shared library named after their hash; returns its path."""
+def _plan(stem: str, sources: list[Path], include_xla: bool) -> tuple[Path, list[str]]:
+    """(cached library path named after the hash of its inputs, the command that builds it)."""
     command = compiler()
     if command is None:
         raise RuntimeError("no C++ compiler found (set $CXX, install g++/clang++, or pip install ziglang)")
     flags = _flags(tuple(command))
     includes = [f"-I{NATIVE_DIR}"] + ([f"-I{jax.ffi.include_dir()}"] if include_xla else [])
     key = hashlib.sha256()
-    for part in (*(f.read_bytes() for f in sources), *(f.read_bytes() for f in HEADERS), *extra_parts,
-                 jax.__version__.encode(), " ".join(command + list(flags)).encode(), _cpu_model().encode(),
-                 platform.machine().encode()):
+    for part in (*(f.read_bytes() for f in sources), *(f.read_bytes() for f in HEADERS), jax.__version__.encode(),
+                 " ".join(command + list(flags)).encode(), _cpu_model().encode(), platform.machine().encode()):
         key.update(part)
     path = cache_dir() / f"{stem}-{key.hexdigest()[:16]}.so"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    cmd = command + list(flags) + includes + [str(s) for s in sources] + ["-o", tmp]
-    if verbose:
-        print("diffmd: " + " ".join(cmd), flush=True)
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"compiling {', '.join(s.name for s in sources)} failed:\n{result.stderr[-2000:]}")
-        os.replace(tmp, path)  # atomic: concurrent builds never see a partial library
-    finally:
+    return path, command + list(flags) + includes + [str(s) for s in sources]
+
+
+def _compile_all(plans: list[tuple[Path, list[str]]], verbose: bool = False) -> None:
+    """Build the libraries of `plans` that are not cached yet, in parallel; each is written to a
+    temporary file and renamed (atomic: concurrent builds never see a partial library)."""
+    running = []
+    for path, command in plans:
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        if verbose:
+            print("diffmd: " + " ".join(command + ["-o", tmp]), flush=True)
+        process = subprocess.Popen(command + ["-o", tmp], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        running.append((path, tmp, command, process))
+    failures = []
+    for path, tmp, command, process in running:
+        _, stderr = process.communicate()
+        if process.returncode == 0:
+            os.replace(tmp, path)
+        else:
+            failures.append(f"compiling {' '.join(Path(c).name for c in command if c.endswith('.cc'))} failed:\n"
+                            f"{stderr[-2000:]}")
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+    if failures:
+        raise RuntimeError("\n".join(failures))
 
 
 def build(verbose: bool = False) -> Path:
@@ -136,7 +146,9 @@ def build(verbose: bool = False) -> Path:
 
     Raises RuntimeError (naming the cause) if no compiler is found or compilation fails.
     """
-    return _compile("runtime", list(RUNTIME_SOURCES), (), include_xla=True, verbose=verbose)
+    path, command = _plan("runtime", list(RUNTIME_SOURCES), include_xla=True)
+    _compile_all([(path, command)], verbose)
+    return path
 
 
 _LIBRARIES: list = []  # handles of loaded libraries: their code must stay mapped
@@ -155,7 +167,7 @@ def _load_runtime() -> str | None:
     for target, symbol in _FFI_TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
     library.diffmd_register_pair_kernel.restype = ctypes.c_int
-    library.diffmd_register_pair_kernel.argtypes = [ctypes.c_char_p] + [ctypes.c_int32] * 4 + [ctypes.c_void_p] * 4
+    library.diffmd_register_pair_kernel.argtypes = [ctypes.c_char_p] + [ctypes.c_int32] * 5 + [ctypes.c_void_p] * 2
     _LIBRARIES.append(library)
     return None
 
@@ -183,29 +195,38 @@ def unavailable_reason() -> str | None:
     return _load_runtime()
 
 
-_REGISTERED: dict[str, bool] = {}
+_REGISTERED: set[tuple[str, str]] = set()
+_PART_IDS = {"forward": 0, "jvp": 1, "vjp": 2}
 
 
-def register_pair_kernel(name: str, source: str, dtype_bytes: int, dims: int, n_params: int, n_globals: int) -> None:
-    """Compile (or find in the cache), load and register a generated pair kernel under `name`."""
+def ensure_pair_kernel(name: str, sources: dict[str, str], parts, dtype_bytes: int, dims: int, n_params: int,
+                       n_globals: int) -> None:
+    """Compile (or find in the cache), load and register the given parts of a generated pair
+    kernel under `name`; parts not registered yet are compiled in parallel."""
     with _LOCK:
-        if name in _REGISTERED:
+        missing = [part for part in parts if (name, part) not in _REGISTERED]
+        if not missing:
             return
         directory = cache_dir() / "generated"
         directory.mkdir(parents=True, exist_ok=True)
-        source_path = directory / f"{name}.cc"
-        if not source_path.exists() or source_path.read_text() != source:
-            fd, tmp = tempfile.mkstemp(suffix=".cc", dir=directory)
-            with os.fdopen(fd, "w") as file:
-                file.write(source)
-            os.replace(tmp, source_path)
-        path = _compile(name, [source_path], (), include_xla=False)
-        library = ctypes.CDLL(str(path))
-        functions = [ctypes.cast(getattr(library, f"{name}_{kind}"), ctypes.c_void_p)
-                     for kind in ("forward", "jvp", "jvp_uniform", "vjp")]
-        status = runtime().diffmd_register_pair_kernel(name.encode(), dtype_bytes, dims, n_params, n_globals,
-                                                       *functions)
-        if status != 0:
-            raise RuntimeError(f"diffmd: registering the pair kernel {name} failed")
-        _LIBRARIES.append(library)
-        _REGISTERED[name] = True
+        plans = {}
+        for part in missing:
+            source_path = directory / f"{name}_{part}.cc"
+            if not source_path.exists() or source_path.read_text() != sources[part]:
+                fd, tmp = tempfile.mkstemp(suffix=".cc", dir=directory)
+                with os.fdopen(fd, "w") as file:
+                    file.write(sources[part])
+                os.replace(tmp, source_path)
+            plans[part] = _plan(f"{name}_{part}", [source_path], include_xla=False)
+        _compile_all(list(plans.values()))
+        for part, (path, _) in plans.items():
+            library = ctypes.CDLL(str(path))
+            symbols = [f"{name}_{part}"] + ([f"{name}_jvp_uniform"] if part == "jvp" else [])
+            functions = [ctypes.cast(getattr(library, symbol), ctypes.c_void_p) for symbol in symbols]
+            functions += [None] * (2 - len(functions))
+            status = runtime().diffmd_register_pair_kernel(name.encode(), _PART_IDS[part], dtype_bytes, dims,
+                                                           n_params, n_globals, *functions)
+            if status != 0:
+                raise RuntimeError(f"diffmd: registering part {part!r} of the pair kernel {name} failed ({status})")
+            _LIBRARIES.append(library)
+            _REGISTERED.add((name, part))

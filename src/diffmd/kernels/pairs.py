@@ -92,7 +92,7 @@ def _generate(structure, vs_holder, n_params: int, n_globals: int, dtype, dims: 
     """(kernel name, source) of a fused structure, or the reason it cannot be compiled."""
     try:
         programs = codegen.trace_programs(vs_holder.vs, n_params, n_globals, dtype)
-        return codegen.kernel_source(programs, dtype, dims, cutoff)
+        return codegen.kernel_sources(programs, dtype, dims, cutoff)
     except codegen.Unsupported as error:
         return str(error)
 
@@ -113,8 +113,8 @@ class _Holder:
 _WARNED: set = set()
 
 
-def _kernel(fused: Fused, coords, boundary) -> compiled.Kernel | None:
-    """The compiled kernel for these terms, or None (pure JAX)."""
+def _kernel(fused: Fused, coords, boundary, parts=("forward", "vjp")) -> compiled.Kernel | None:
+    """The compiled kernel for these terms with the given parts built, or None (pure JAX)."""
     if (jax.default_backend() != "cpu" or not isinstance(boundary, (NoBoundary, RectangularBoundary))
             or coords.dtype not in (jnp.float32, jnp.float64) or coords.shape[-1] not in (2, 3)
             or not build.available()):
@@ -126,9 +126,9 @@ def _kernel(fused: Fused, coords, boundary) -> compiled.Kernel | None:
                           coords.shape[-1], fused.cutoff)
     if isinstance(generated, str):
         return _fallback(fused, generated)
-    name, source = generated
-    build.register_pair_kernel(name, source, dtype.itemsize, coords.shape[-1], len(fused.params),
-                               len(fused.globals))
+    name, sources = generated
+    build.ensure_pair_kernel(name, sources, parts, dtype.itemsize, coords.shape[-1], len(fused.params),
+                             len(fused.globals))
     return compiled.Kernel(name, isinstance(boundary, RectangularBoundary))
 
 
@@ -150,7 +150,8 @@ def pair_energy_forces(terms, atoms, coords, boundary, idx, derivatives: str = "
     """
     fused = fuse(terms, atoms, coords.dtype)
     if derivatives != "any":
-        kernel = _kernel(fused, coords, boundary)
+        parts = ("forward", "vjp") if derivatives == "reverse" else ("forward", "jvp")
+        kernel = _kernel(fused, coords, boundary, parts)
         if kernel is not None:
             n = coords.shape[0]
             params = jnp.stack(fused.params) if fused.params else jnp.zeros((0, n), coords.dtype)
