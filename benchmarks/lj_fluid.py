@@ -347,7 +347,7 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
     t0 = time.perf_counter()
     system0 = diffmd_system(start, dtype, finder, skin)
     sized = md.simulate(system0, integrator, 0)
-    capacity = int(sized.state.neighbors.capacity)
+    capacity = sized.state.neighbors.capacity.slots
     pe0 = float(sized.state.potential_energy)
     ke0 = float(md.kinetic_energy(system0.atoms.mass, system0.velocities))
     sizing_s = time.perf_counter() - t0
@@ -363,10 +363,10 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
         t = time.perf_counter()
         trajectory = jax.block_until_ready(md.simulate(system, integrator, chunk_steps, start=state))
         elapsed = time.perf_counter() - t
-        grown = int(trajectory.state.neighbors.capacity) != capacity  # simulate reallocated (and recompiled)
+        grown = trajectory.state.neighbors.capacity.slots != capacity  # simulate reallocated (and recompiled)
         if grown:
             reallocations += 1
-            capacity = int(trajectory.state.neighbors.capacity)
+            capacity = trajectory.state.neighbors.capacity.slots
         refs, energies = (np.asarray(x) for x in trajectory.logs["probe"])
         changed = np.concatenate([[np.any(refs[0] != ref0)], np.any(refs[1:] != refs[:-1], axis=1)])
         state = trajectory.state

@@ -25,7 +25,7 @@ import gradient_memory as fluid  # noqa: E402
 
 import diffmd as md  # noqa: E402
 
-simulate_module = importlib.import_module("diffmd.simulate")
+simulate_module = importlib.import_module("diffmd.run.simulate")
 
 
 def system_for(n_atoms: int, shuffle: bool = False):
@@ -56,7 +56,7 @@ def profile(n_atoms: int, shuffle: bool = False) -> dict:
     run = md.simulate(system, integrator, steps, start=warm.state)
     jax.block_until_ready(run.coords)
     step_s = (time.perf_counter() - t0) / steps
-    slots = capacity[0] if isinstance(capacity, tuple) else capacity
+    slots = capacity.slots
     return {"n_atoms": n_atoms, "shuffled": shuffle, "step_ms": step_s * 1e3, "build_ms": build_s * 1e3,
             "slots_per_atom": slots, "ns_per_pair_slot": step_s / (n_atoms * slots) * 1e9,
             "atom_steps_per_s": n_atoms / step_s}

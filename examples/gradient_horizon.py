@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
     setups = {
         "NVE": (make_loss(()), "reverse"),
         "FrictionThermostat(0.95)": (make_loss(md.FrictionThermostat(0.95)), "reverse"),
-        "NVE, backprop_window=25": (make_loss((), backprop_window=25), "reverse"),
+        "NVE, Truncate(window=25)": (make_loss((), truncate=md.Truncate(window=25)), "reverse"),
         "NVE, forward mode": (make_loss((), grad_mode="forward"), "forward"),
     }
     results = {}

@@ -27,7 +27,7 @@ Departures from the reference, and why:
 * The network is a field of the interaction (`NNBond.model`) instead of a global that the force
   function reads: in JAX the parameters must be inputs of the differentiated function.
   The force is defined by `force(positions, boundary)` on the batch of terms (diffmd's
-  force-only `SpecificInteraction` protocol) rather than by a method on the whole simulation.
+  force-only `BondedForce` protocol) rather than by a method on the whole simulation.
 * `Zygote.ignore` printing becomes auxiliary output: the loss returns the distance and the
   training loop prints it. One epoch is one `filter_value_and_grad` + one optax Adam update,
   which is what `Flux.train!(loss, ps, ((),), opt)` does with one data item.
@@ -111,7 +111,7 @@ def flux_chain(key) -> eqx.nn.MLP:
     return model
 
 
-class NNBond(md.SpecificInteraction):
+class NNBond(md.BondedForce):
     """Force-only bond whose force magnitude is a network of the distance (the reference's `NNBond`).
 
     indices (B, 2); force on atom i = model(|ab|)·ab/|ab| with ab the minimum-image vector from
@@ -135,7 +135,7 @@ def make_system(model) -> md.System:
         velocities=velocities,
         boundary=boundary,
         pairwise_inters=pairwise_inters,
-        specific_inters=specific_inter_lists,
+        bonded_inters=specific_inter_lists,
         neighbor_finder=neighbor_finder,
         loggers={"coords": md.CoordinatesLogger(10)},
         units=md.REDUCED_UNITS,

@@ -111,7 +111,7 @@ def make_system(theta) -> md.System:
         velocities=velocities,
         boundary=boundary,
         pairwise_inters=pairwise_inters,
-        specific_inters=specific_inter_lists,
+        bonded_inters=specific_inter_lists,
         neighbor_finder=neighbor_finder,
         loggers={"coords": md.CoordinatesLogger(2)},
         units=md.REDUCED_UNITS,

@@ -31,7 +31,7 @@ def test_valid_reference_system_builds():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(atoms=md.Atoms.uniform(5, mass=1.0)), r"coords has 4 rows but atoms has 5 atoms"),
+        (dict(atoms=md.Atoms.uniform(5, mass=1.0, sigma=1.0, epsilon=1.0)), r"coords has 4 rows but atoms has 5 atoms"),
         (dict(velocities=jnp.zeros((3, 3))), r"velocities shape \(3, 3\) != coords shape \(4, 3\)"),
         (dict(velocities=jnp.zeros((4, 2))), r"velocities shape"),
         (dict(coords=COORDS[:, :2]), r"coords are 2-D but the boundary is 3-D"),
@@ -53,8 +53,17 @@ def test_bad_atoms_and_topology():
         md.Atoms(jnp.array([1.0, -1.0]))
     with pytest.raises(ValueError, match="sigma has shape"):
         md.Atoms(jnp.ones(3), sigma=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"epsilon is NaN \(atom 2\)"):
+        md.Atoms(jnp.ones(3), sigma=jnp.ones(3), epsilon=jnp.array([1.0, 1.0, jnp.nan]))
+    # parameters that are not given do not exist (no silent zeros)
+    with pytest.raises(AttributeError, match="no parameter 'charge'"):
+        md.Atoms.uniform(4, mass=1.0, sigma=1.0).charge
+    with pytest.raises(ValueError, match=r"LennardJones needs per-atom 'sigma', 'epsilon', which the Atoms do not have"):
+        system(atoms=md.Atoms.uniform(4, mass=1.0))
+    with pytest.raises(ValueError, match=r"Coulomb needs per-atom 'charge'"):
+        system(pairwise_inters=(md.LennardJones(), md.Coulomb()))
     with pytest.raises(ValueError, match="out of range for 4 atoms"):
-        system(specific_inters=([md.HarmonicBond(0, 4, 1.0, 1.0)],))
+        system(bonded_inters=([md.HarmonicBond(0, 4, 1.0, 1.0)],))
     with pytest.raises(ValueError, match="exclusions refer to atom 9"):
         system(exclusions=[(0, 9)])
     with pytest.raises(ValueError, match="paired with itself"):
@@ -108,7 +117,7 @@ def test_bad_n_steps(n_steps):
 
 def test_andersen_without_key():
     integrator = md.VelocityVerlet(0.001, coupling=(md.FrictionThermostat(0.9), md.AndersenThermostat(1.0, 1.0)))
-    with pytest.raises(ValueError, match=r"needs random numbers; pass key=jax.random.PRNGKey"):
+    with pytest.raises(ValueError, match=r"needs random numbers; pass key=jax\.random\.key\(seed\)"):
         md.simulate(system(), integrator, 3)
 
 

@@ -38,7 +38,7 @@ def reverse_value_and_grad():
 
 @pytest.mark.parametrize("segment_length", [None, 1, 40])
 def test_checkpointed_equals_reverse(reverse_value_and_grad, segment_length):
-    value, grad = jax.jit(jax.value_and_grad(lambda s: _loss(s, "checkpointed", segment_length=segment_length)))(1.0)
+    value, grad = jax.jit(jax.value_and_grad(lambda s: _loss(s, md.Checkpointed(segment_length))))(1.0)
     np.testing.assert_allclose(value, reverse_value_and_grad[0], rtol=1e-12)
     np.testing.assert_allclose(grad, reverse_value_and_grad[1], rtol=1e-6)
     assert abs(float(grad)) > 1.0  # a real derivative, not zero
@@ -56,7 +56,7 @@ def test_forward_mode_equals_reverse_and_keeps_logs(reverse_value_and_grad):
 
 
 def test_forward_mode_refuses_reverse_differentiation():
-    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
+    with pytest.raises(TypeError, match="grad_mode='reverse' or 'checkpointed'"):
         jax.grad(lambda s: _loss(s, "forward"))(1.0)
 
 
@@ -93,7 +93,7 @@ def test_backprop_steps_cuts_the_graph_before_the_last_steps():
 
     def truncated(sigma, mode):
         trajectory = md.simulate(_system(sigma, loggers={}), md.VelocityVerlet(0.005), N_STEPS, grad_mode=mode,
-                                 backprop_steps=k)
+                                 truncate=md.Truncate(last=k))
         return jnp.sum(trajectory.coords**2)
 
     full = jax.grad(lambda s: jnp.sum(md.simulate(_system(s, loggers={}), md.VelocityVerlet(0.005), N_STEPS).coords ** 2))(1.0)
@@ -104,9 +104,9 @@ def test_backprop_steps_cuts_the_graph_before_the_last_steps():
 
 
 def test_backprop_window_longer_than_run_is_exact(reverse_value_and_grad):
-    grad = jax.grad(lambda s: _loss(s, backprop_window=N_STEPS + 1))(1.0)
+    grad = jax.grad(lambda s: _loss(s, truncate=md.Truncate(window=N_STEPS + 1)))(1.0)
     np.testing.assert_allclose(grad, reverse_value_and_grad[1], rtol=1e-10)
-    windowed = jax.grad(lambda s: _loss(s, backprop_window=10))(1.0)
+    windowed = jax.grad(lambda s: _loss(s, truncate=md.Truncate(window=10)))(1.0)
     assert np.isfinite(windowed) and abs(float(windowed) - float(reverse_value_and_grad[1])) > 1e-6
 
 
@@ -114,13 +114,13 @@ def test_bad_grad_options_are_refused():
     system = _system(1.0)
     with pytest.raises(ValueError, match="grad_mode"):
         md.simulate(system, md.VelocityVerlet(0.005), 5, grad_mode="adjoint")
-    with pytest.raises(ValueError, match="backprop_window"):
-        md.simulate(system, md.VelocityVerlet(0.005), 5, backprop_window=0)
+    with pytest.raises(ValueError, match="Truncate: window must be a positive integer"):
+        md.simulate(system, md.VelocityVerlet(0.005), 5, truncate=md.Truncate(window=0))
 
 
 def test_reverse_passes_restore_lists_rebuilt_within_a_stretch():
     """The reverse modes store states without neighbor rows and restore the rows in the backward
-    pass (`_state_scan`): lists rebuilt every 3 steps, several times inside one 25-step block
+    pass (`diffmd.run.state_scan`): lists rebuilt every 3 steps, several times inside one 25-step block
     between records, and within checkpointed segments, give the forward-mode derivative."""
     def loss(sigma, grad_mode, **options):
         system = _system(sigma, loggers={"pe": md.PotentialEnergyLogger(25)})
@@ -129,7 +129,7 @@ def test_reverse_passes_restore_lists_rebuilt_within_a_stretch():
         return jnp.mean(trajectory.logs["pe"]) + 1e-3 * jnp.sum(trajectory.coords**2)
 
     value, tangent = jax.jvp(lambda s: loss(s, "forward"), (1.0,), (1.0,))
-    for mode, options in (("reverse", {}), ("checkpointed", {}), ("checkpointed", {"segment_length": 7})):
+    for mode, options in (("reverse", {}), ("checkpointed", {}), (md.Checkpointed(7), {})):
         got_value, grad = jax.value_and_grad(lambda s: loss(s, mode, **options))(1.0)
         np.testing.assert_allclose(got_value, value, rtol=1e-12)
         np.testing.assert_allclose(grad, tangent, rtol=1e-7, err_msg=f"{mode} {options}")
@@ -159,3 +159,86 @@ def test_vmapped_replicas_rebuild_their_own_lists():
         for k, (value, grad) in enumerate(separate):
             np.testing.assert_allclose(values[k], value, rtol=1e-12, err_msg=mode)
             np.testing.assert_allclose(grads[k], grad, rtol=1e-10, err_msg=mode)
+
+
+# ---- each transformation meets the mode that serves it (issue point 6) ----------------------
+
+
+def test_jvp_of_a_reverse_mode_and_grad_of_forward_name_the_mode_to_use(reverse_value_and_grad):
+    """jax.jvp through the default (reverse) run, or a checkpointed one, with a neighbor list
+    raises a TypeError pointing to grad_mode='forward'; jax.grad through grad_mode='forward'
+    one pointing to 'reverse'/'checkpointed' (also under jit). With the right modes both work and
+    agree with each other and with a central finite difference in float64."""
+    for mode in ("reverse", md.Checkpointed(5)):
+        with pytest.raises(TypeError, match=r"jax\.jvp.*grad_mode='forward'"):
+            jax.jvp(lambda s, m=mode: _loss(s, m), (1.0,), (1.0,))
+    with pytest.raises(TypeError, match=r"jax\.jvp.*grad_mode='forward'"):
+        jax.jacfwd(_loss)(1.0)
+    with pytest.raises(TypeError, match=r"grad_mode='reverse' or 'checkpointed'"):
+        jax.grad(lambda s: _loss(s, "forward"))(1.0)
+    with pytest.raises(TypeError, match=r"grad_mode='reverse' or 'checkpointed'"):
+        jax.jit(jax.value_and_grad(lambda s: _loss(s, "forward")))(1.0)
+
+    value, grad = reverse_value_and_grad
+    forward_value, tangent = jax.jvp(lambda s: _loss(s, "forward"), (1.0,), (1.0,))  # eager, not jitted
+    np.testing.assert_allclose(forward_value, value, rtol=1e-12)
+    np.testing.assert_allclose(tangent, grad, rtol=1e-6)
+    h = 1e-5
+    central = (float(_loss(1.0 + h)) - float(_loss(1.0 - h))) / (2 * h)
+    np.testing.assert_allclose(grad, central, rtol=1e-6)
+    np.testing.assert_allclose(tangent, central, rtol=1e-6)
+    assert abs(central) > 1.0
+
+
+# ---- gradient-mode values (issue point 8) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: md.Truncate(), "give window=…, last=… or both"),
+    (lambda: md.Truncate(window=0), "Truncate: window must be a positive integer, got 0"),
+    (lambda: md.Truncate(window=-5), "Truncate: window must be a positive integer, got -5"),
+    (lambda: md.Truncate(window=2.5), "Truncate: window must be a positive integer, got 2.5"),
+    (lambda: md.Truncate(window=True), "Truncate: window must be a positive integer, got True"),
+    (lambda: md.Truncate(last=0), "Truncate: last must be a positive integer, got 0"),
+    (lambda: md.Truncate(window=10, last=-1), "Truncate: last must be a positive integer, got -1"),
+    (lambda: md.Truncate(last="3"), "Truncate: last must be a positive integer, got '3'"),
+    (lambda: md.Checkpointed(0), "Checkpointed: segment_length must be a positive integer, got 0"),
+    (lambda: md.Checkpointed(-2), "Checkpointed: segment_length must be a positive integer, got -2"),
+    (lambda: md.Checkpointed(1.5), "Checkpointed: segment_length must be a positive integer, got 1.5"),
+    (lambda: md.Checkpointed(False), "Checkpointed: segment_length must be a positive integer, got False"),
+])
+def test_truncate_and_checkpointed_refuse_bad_values(make, message):
+    with pytest.raises(ValueError) as error:
+        make()
+    assert message in str(error.value)
+
+
+def test_good_grad_mode_values_and_what_simulate_refuses():
+    assert md.Truncate(window=3) == md.Truncate(window=3, last=None)
+    assert md.Truncate(window=4, last=7).last == 7
+    assert md.Checkpointed() == md.Checkpointed(None) and md.Checkpointed(12).segment_length == 12
+    system, integrator = _system(1.0, loggers={}), md.VelocityVerlet(0.005)
+    with pytest.raises(TypeError, match="truncate must be a Truncate"):
+        md.simulate(system, integrator, 5, truncate=10)
+    with pytest.raises(ValueError, match="grad_mode must be one of"):
+        md.simulate(system, integrator, 5, grad_mode="Checkpointed(10)")
+    with pytest.raises(ValueError, match="grad_mode must be one of"):
+        md.simulate(system, integrator, 5, grad_mode=10)
+
+
+@pytest.mark.parametrize("grad_mode", ["checkpointed", md.Checkpointed(7)], ids=["string", "segment-7"])
+def test_checkpointed_values_equal_reverse(reverse_value_and_grad, grad_mode):
+    """grad_mode="checkpointed" and Checkpointed(k) with k dividing neither the run (37 steps)
+    nor the logger intervals: the value and the gradient of "reverse"."""
+    value, grad = jax.jit(jax.value_and_grad(lambda s: _loss(s, grad_mode)))(1.0)
+    np.testing.assert_allclose(value, reverse_value_and_grad[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, reverse_value_and_grad[1], rtol=1e-6)
+
+
+def test_jvp_of_a_reverse_mode_under_jit_names_the_mode_to_use():
+    """The same refusal when the jvp is inside jax.jit (the usual way to run it): the TypeError
+    names grad_mode='forward' rather than JAX's bare custom_vjp message."""
+    with pytest.raises(TypeError, match=r"jax\.jvp.*grad_mode='forward'"):
+        jax.jit(lambda s: jax.jvp(lambda x: _loss(x), (s,), (1.0,)))(1.0)
+    with pytest.raises(TypeError, match=r"jax\.jvp.*grad_mode='forward'"):
+        jax.jit(jax.jacfwd(lambda s: _loss(s, "checkpointed")))(1.0)

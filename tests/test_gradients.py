@@ -95,14 +95,14 @@ TRI_BOX = md.CubicBoundary(3.0)
 
 
 def triatomic_loss(theta0, grad_mode="reverse"):
-    atoms = md.Atoms.uniform(6, mass=10.0)
-    specific = (
+    atoms = md.Atoms.uniform(6, mass=10.0, sigma=0.0, epsilon=0.0)  # LJ present but switched off, as before
+    bonded = (
         [md.HarmonicBond(0, 1, 0.7, 100.0), md.HarmonicBond(1, 2, 0.7, 100.0),
          md.HarmonicBond(3, 4, 0.7, 100.0), md.HarmonicBond(4, 5, 0.7, 100.0)],
         md.HarmonicAngles(indices=[[0, 1, 2], [3, 4, 5]], theta0=theta0, k=jnp.array([10.0, 10.0])),
     )
     system = md.System(atoms=atoms, coords=TRI_COORDS, boundary=TRI_BOX, pairwise_inters=(md.LennardJones(),),
-                       specific_inters=specific, units=R)
+                       bonded_inters=bonded, units=R)
     c = md.simulate(system, md.VelocityVerlet(jnp.asarray(0.05), coupling=md.FrictionThermostat(0.6)), 100,
                     grad_mode=grad_mode).coords
     d1 = jnp.linalg.norm(md.vector(c[0], c[2], TRI_BOX))
@@ -121,14 +121,14 @@ def test_angle_theta0_gradient_matches_finite_differences():
 # ---- (c) neural-network weights of a force-only bond ----------------------------------------
 
 
-class NNBond(md.SpecificInteraction):
+class NNBond(md.BondedForce):
     """The reference's NNBond: force magnitude from an MLP of the bond length."""
 
     model: eqx.nn.MLP
 
     def force(self, positions, boundary):
         ab = boundary.vector(positions[:, 0], positions[:, 1])
-        dist = md.safe_norm(ab, keepdims=True)
+        dist = md.space.safe_norm(ab, keepdims=True)
         f = jax.vmap(self.model)(dist) * ab / dist
         return jnp.stack([f, -f], axis=1)
 
@@ -138,9 +138,9 @@ NN_BOX = md.CubicBoundary(5.0, n_dims=2)
 
 
 def nn_loss(model, grad_mode="reverse"):
-    system = md.System(atoms=md.Atoms.uniform(3, mass=10.0), coords=NN_COORDS, boundary=NN_BOX,
+    system = md.System(atoms=md.Atoms.uniform(3, mass=10.0, sigma=0.0, epsilon=0.0), coords=NN_COORDS, boundary=NN_BOX,
                        pairwise_inters=(md.LennardJones(),),
-                       specific_inters=(NNBond(indices=[[0, 2]], model=model),), units=R)
+                       bonded_inters=(NNBond(indices=[[0, 2]], model=model),), units=R)
     c = md.simulate(system, md.VelocityVerlet(jnp.asarray(0.02), coupling=md.FrictionThermostat(0.98)), 100,
                     grad_mode=grad_mode).coords
     pairs = [(0, 1), (1, 2), (2, 0)]
@@ -182,14 +182,14 @@ def _padding_system(mixing="lorentz-berthelot"):
 def test_no_nan_gradient_from_padding_and_self_pairs(mixing):
     system = _padding_system(mixing)
     excluded = system.excluded_pairs().array
-    nl = system.neighbor_finder.build(system.coords, system.boundary, excluded, capacity=7)
+    nl = system.neighbor_finder.build(system.coords, system.boundary, excluded, capacity=md.Capacity(7))
     listed = int(np.asarray(nl.mask).sum())
     assert 0 < listed <= 24 < nl.idx.size  # most slots are padding
     # the finder pads with N; padded slots gather atom 0's data (a ghost with σ = ε = 0 in the
     # geometric case, where √(σ_i σ_j) has an infinite derivative at 0 unless guarded)
     assert np.all(np.asarray(nl.idx)[~np.asarray(nl.mask)] == 8)
     def energy(sigma, coords, neighbors):
-        s = eqx.tree_at(lambda s: (s.atoms.sigma, s.coords), system, (sigma, coords))
+        s = eqx.tree_at(lambda s: (s.atoms.per_atom["sigma"], s.coords), system, (sigma, coords))
         return md.potential_energy(s, coords, neighbors)
 
     energy_and_grad = jax.jit(jax.value_and_grad(energy, argnums=(0, 1)))
@@ -206,7 +206,7 @@ def test_no_nan_gradient_from_padding_and_self_pairs(mixing):
         return
     # and through a simulation whose list stays mostly padding
     def loss(sigma):
-        s = eqx.tree_at(lambda s: s.atoms.sigma, system, sigma)
+        s = eqx.tree_at(lambda s: s.atoms.per_atom["sigma"], system, sigma)
         traj = md.simulate(s, md.VelocityVerlet(jnp.asarray(0.002)), 20)
         return jnp.sum(traj.coords**2)
 
@@ -231,7 +231,7 @@ def test_jax_md_lennard_jones_sigma_gradient_is_nan_where_ours_is_finite():
                          neighbor_finder=md.DistanceNeighborFinder(1.6), units=R)
 
     s = make(1.0)
-    nl = s.neighbor_finder.build(coords, s.boundary, s.excluded_pairs().array, capacity=10)
+    nl = s.neighbor_finder.build(coords, s.boundary, s.excluded_pairs().array, capacity=md.Capacity(10))
     assert not bool(jnp.all(nl.mask))  # padding slots present
     ours = jax.jit(lambda sigma: md.potential_energy(make(sigma), coords, nl))
 

@@ -1,6 +1,7 @@
 """Every built-in interaction: force = −∇E, energies at hand-computed points, cutoffs, force
 cap, NaN safety of gradients, one-term constructors, exclusions / 1-4 pairs, user-defined
-interactions and float32 (conftest enables float64 globally)."""
+interactions, float32 (conftest enables float64 globally), atom types, user per-atom
+parameters, NonbondedExceptions, global terms, FixedAtoms and degrees of freedom."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import diffmd as md
-from diffmd.interactions.cutoffs import Cutoff
+from diffmd.forces.cutoffs import Cutoff
 
 BOX = 2.4  # periodic box side (nm); half of it is at least every cutoff below
 RC = 1.0  # cutoff distance
@@ -56,7 +57,8 @@ def random_atoms(n, seed, dtype=np.float64, zero=()):
     for i in zero:
         sigma[i] = epsilon[i] = 0.0
     mass = rng.uniform(10.0, 20.0, n)
-    return md.Atoms(*(np.asarray(v, dtype) for v in (mass, charge, sigma, epsilon)))
+    mass, charge, sigma, epsilon = (np.asarray(v, dtype) for v in (mass, charge, sigma, epsilon))
+    return md.Atoms(mass, charge=charge, sigma=sigma, epsilon=epsilon)
 
 
 def boundary_for(kind, dims, dtype=np.float64):
@@ -86,7 +88,7 @@ def assert_forces_match_fd(system, rtol=1e-6, neighbors=None, h=1e-5):
 
 def two_atoms(r, dims=3, sigma=(0.3, 0.4), epsilon=(1.0, 0.5), charge=(0.5, -0.8), boundary="pbc"):
     """Two atoms at distance r along x (across the periodic boundary in the pbc case)."""
-    atoms = md.Atoms(np.array([12.0, 14.0]), np.array(charge), np.array(sigma), np.array(epsilon))
+    atoms = md.Atoms(np.array([12.0, 14.0]), charge=np.array(charge), sigma=np.array(sigma), epsilon=np.array(epsilon))
     a = np.zeros(dims)
     a[0] = 0.1
     b = a.copy()
@@ -360,7 +362,8 @@ def test_force_cap_on_overlapping_cluster():
     # per-pair force magnitude = |dE/dr| of each pair's own energy
     i, j = np.triu_indices(n, 1)
     r = jnp.asarray(np.linalg.norm(coords[j] - coords[i], axis=-1))
-    gather = lambda idx: jax.tree_util.tree_map(lambda a: a[idx], atoms)
+    values = inter.atom_values(atoms)  # per-atom σ and √ε, as the pair function reads them
+    gather = lambda idx: md.Params({name: v[idx] for name, v in values.items()})
     dedr = jax.jit(jax.grad(lambda rr: jnp.sum(inter.pair_energy(rr, gather(i), gather(j)))))(r)
     assert np.abs(np.asarray(dedr)).max() <= CAP * (1 + 1e-9)
     np.testing.assert_allclose(np.abs(np.asarray(dedr)), CAP, rtol=1e-9)
@@ -385,7 +388,7 @@ def test_force_cap_parameter_gradients_match_finite_differences():
     system = md.System(atoms, coords, md.NoBoundary(3), pairwise_inters=[md.LennardJones(force_cap=CAP)])
 
     def energy(sigma, epsilon):
-        a = eqx.tree_at(lambda x: (x.sigma, x.epsilon), atoms, (sigma, epsilon))
+        a = eqx.tree_at(lambda x: (x.per_atom["sigma"], x.per_atom["epsilon"]), atoms, (sigma, epsilon))
         return md.potential_energy(eqx.tree_at(lambda s: s.atoms, system, a))
 
     @jax.jit
@@ -466,7 +469,7 @@ def test_bonded_forces_are_minus_gradient(name, geometry):
     if kind == "pbc":
         coords = np.mod(coords, BOX)
     (inter,) = [t for t in bonded_terms(dims) if type(t).__name__ == name]
-    system = md.System(random_atoms(6, seed), coords, boundary_for(kind, dims), specific_inters=[inter])
+    system = md.System(random_atoms(6, seed), coords, boundary_for(kind, dims), bonded_inters=[inter])
     assert_forces_match_fd(system)
 
 
@@ -477,15 +480,15 @@ def test_periodic_bonded_terms_use_minimum_image():
     assert not np.allclose(wrapped, open_coords)  # the chain does cross the box
     terms = bonded_terms(dims)
     atoms = random_atoms(6, 4)
-    e_open = jit_energy(md.System(atoms, open_coords, md.NoBoundary(3), specific_inters=terms))
-    e_pbc = jit_energy(md.System(atoms, wrapped, boundary_for("pbc", 3), specific_inters=terms))
+    e_open = jit_energy(md.System(atoms, open_coords, md.NoBoundary(3), bonded_inters=terms))
+    e_pbc = jit_energy(md.System(atoms, wrapped, boundary_for("pbc", 3), bonded_inters=terms))
     assert float(e_pbc) == pytest.approx(float(e_open), rel=1e-12)  # (forces: FD tests above)
 
 
 def bonded_system(terms, coords, boundary=None):
     coords = np.asarray(coords, float)
     n, dims = coords.shape
-    return md.System(md.Atoms(np.ones(n)), coords, boundary or md.NoBoundary(dims), specific_inters=terms)
+    return md.System(md.Atoms(np.ones(n)), coords, boundary or md.NoBoundary(dims), bonded_inters=terms)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -542,7 +545,7 @@ def test_torsion_values(phi):
     e = jit_energy(bonded_system([md.RBTorsion(0, 1, 2, 3, c)], coords))
     psi = p - math.pi
     assert float(e) == pytest.approx(sum(cn * math.cos(psi) ** n for n, cn in enumerate(c)), rel=1e-12, abs=1e-12)
-    phi_measured = md.dihedral_angle(*(jnp.asarray(coords[a + 1] - coords[a]) for a in range(3)))
+    phi_measured = md.space.dihedral_angle(*(jnp.asarray(coords[a + 1] - coords[a]) for a in range(3)))
     assert math.remainder(float(phi_measured) - p, 2 * math.pi) == pytest.approx(0.0, abs=1e-12)
 
 
@@ -550,8 +553,8 @@ def test_trans_is_180_degrees_and_sign_convention():
     trans = np.array([[0.0, 1, 0], [0, 0, 0], [1, 0, 0], [1, -1, 0]])
     cis = np.array([[0.0, 1, 0], [0, 0, 0], [1, 0, 0], [1, 1, 0]])
     b = lambda x: [jnp.asarray(x[a + 1] - x[a]) for a in range(3)]
-    assert abs(float(md.dihedral_angle(*b(trans)))) == pytest.approx(math.pi, abs=1e-12)
-    assert float(md.dihedral_angle(*b(cis))) == pytest.approx(0.0, abs=1e-12)
+    assert abs(float(md.space.dihedral_angle(*b(trans)))) == pytest.approx(math.pi, abs=1e-12)
+    assert float(md.space.dihedral_angle(*b(cis))) == pytest.approx(0.0, abs=1e-12)
     # phase π/2 tells +60° from −60°: V = k(1 + cos(φ − π/2)) = k(1 + sin φ)
     term = [md.PeriodicTorsion(0, 1, 2, 3, 1, math.pi / 2, 1.0)]
     assert float(jit_energy(bonded_system(term, torsion_coords(60.0)))) == pytest.approx(1 + math.sin(math.pi / 3))
@@ -584,7 +587,7 @@ NAN_PAIRWISE = [
 def test_gradients_finite_with_zero_sigma_and_epsilon():
     n = 6
     atoms = random_atoms(n, 21, zero=(0, 3))  # atoms 0 and 3 have σ = ε = 0
-    atoms = eqx.tree_at(lambda a: a.charge, atoms, atoms.charge.at[3].set(0.0))
+    atoms = eqx.tree_at(lambda a: a.per_atom["charge"], atoms, atoms.charge.at[3].set(0.0))
     coords = random_coords(n, 3, 21)
     system = md.System(atoms, coords, boundary_for("pbc", 3), pairwise_inters=NAN_PAIRWISE)
     _, grads = check_grad_finite_and_jvp(system)
@@ -593,7 +596,7 @@ def test_gradients_finite_with_zero_sigma_and_epsilon():
     h = 1e-6
 
     def energy_at(field, delta):
-        a = eqx.tree_at(lambda x: getattr(x, field), atoms, getattr(atoms, field).at[1].add(delta))
+        a = eqx.tree_at(lambda x: x.per_atom[field], atoms, getattr(atoms, field).at[1].add(delta))
         return float(_value_grad_jvp(eqx.tree_at(lambda s: s.atoms, system, a), None, tangent)[0])
 
     for field in ("sigma", "epsilon", "charge"):
@@ -614,7 +617,7 @@ def test_gradients_finite_with_padded_neighbor_list():
                        neighbor_finder=md.DistanceNeighborFinder(rc_list), exclusions=[(1, 2)], pairs_14=[(2, 5)])
     excluded = system.excluded_pairs().array
     count = int(system.neighbor_finder.count_neighbors(system.coords, system.boundary, excluded))
-    neighbors = system.neighbor_finder.build(system.coords, system.boundary, excluded, capacity=count + 2)
+    neighbors = system.neighbor_finder.build(system.coords, system.boundary, excluded, capacity=md.Capacity(count + 2))
     assert int(np.sum(~np.asarray(neighbors.mask))) >= 2 * n  # there are padding slots
     assert 0 < len(neighbors.pairs()) < n * (n - 1) // 2 - 2  # and some pairs are beyond the list cutoff
 
@@ -673,13 +676,13 @@ def test_gradients_finite_for_collinear_angles_and_degenerate_dihedrals(dims):
     system = bonded_system(terms, coords)
 
     def energy(terms_, coords_):
-        return md.potential_energy(eqx.tree_at(lambda s: s.specific_inters, system, terms_), coords_)
+        return md.potential_energy(eqx.tree_at(lambda s: s.bonded_inters, system, terms_), coords_)
 
     @jax.jit
     def value_grad_jvp(args, tangent):
         return energy(*args), jax.grad(energy, argnums=(0, 1))(*args), jax.jvp(energy, args, tangent)[1]
 
-    args = (system.specific_inters, system.coords)
+    args = (system.bonded_inters, system.coords)
     tangent = random_tangent(args, 3)
     e, grads, jvp = value_grad_jvp(args, tangent)
     expected = 0.5 * 100 * (math.pi - 1.9) ** 2 + 0.5 * 200 * 2.0**2 + 30 * (1 + math.cos(math.pi - 1.0)) + 40 * (1 + math.cos(-0.5))
@@ -718,9 +721,9 @@ def test_one_term_constructors_match_batched():
     ]
     sys_one = bonded_system(one_term, coords)
     sys_batched = bonded_system(batched, coords)
-    assert [type(t) for t in sys_one.specific_inters] == [type(t) for t in batched]
-    assert [t.n_terms for t in sys_one.specific_inters] == [3, 2, 2, 2, 2, 2]
-    for merged, reference in zip(sys_one.specific_inters, batched):  # same rows, same parameters
+    assert [type(t) for t in sys_one.bonded_inters] == [type(t) for t in batched]
+    assert [t.n_terms for t in sys_one.bonded_inters] == [3, 2, 2, 2, 2, 2]
+    for merged, reference in zip(sys_one.bonded_inters, batched):  # same rows, same parameters
         assert merged.indices == reference.indices
         for a, b in zip(jax.tree_util.tree_leaves(merged), jax.tree_util.tree_leaves(reference)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -730,7 +733,7 @@ def test_one_term_constructors_match_batched():
     # one mixed list is split by type; total = sum of the parts
     mixed_list = [one_term[0][0], one_term[1][0], one_term[0][1], one_term[2][1], one_term[4][0], one_term[1][1]]
     sys_mixed = bonded_system([mixed_list], coords)
-    assert sorted(type(t).__name__ for t in sys_mixed.specific_inters) == [
+    assert sorted(type(t).__name__ for t in sys_mixed.bonded_inters) == [
         "HarmonicAngles", "HarmonicBonds", "MorseBonds", "PeriodicTorsions"]
     equivalent = [
         md.HarmonicBonds(indices=[[0, 1], [1, 2]], r0=[0.7, 0.3], k=[100.0, 250.0]),
@@ -823,9 +826,10 @@ class OverlapRepulsion(md.PairwiseInteraction):
     """Energy-based user interaction declaring no cutoff/use_neighbors/weight_14: defaults apply."""
 
     k: float = 500.0
+    atom_params = ("sigma",)
 
-    def potential(self, r, atoms_i, atoms_j):
-        reach = 1.5 * (atoms_i.sigma + atoms_j.sigma)
+    def energy(self, r, p_i, p_j):
+        reach = 1.5 * (p_i.sigma + p_j.sigma)
         return jnp.where(r < reach, 0.5 * self.k * (reach - r) ** 2, 0.0)
 
 
@@ -838,18 +842,18 @@ class CutoffGaussian(md.PairwiseInteraction):
     use_neighbors: bool = eqx.field(static=True, default=False)
     weight_14: float = 0.25
 
-    def potential(self, r, atoms_i, atoms_j):
+    def energy(self, r, p_i, p_j):
         return self.height * jnp.exp(-((r / self.width) ** 2))
 
 
-class LinearRepulsionForce(md.PairwiseInteraction):
+class LinearRepulsionForce(md.PairwiseForce):
     """Force-only: magnitude k (reach − r) along the pair axis, repulsive, zero beyond cutoff."""
 
     k: float = 500.0
     reach: float = 0.5
     cutoff: Cutoff = md.PlainCutoff(0.5)
 
-    def pair_force(self, r, atoms_i, atoms_j):
+    def force(self, r, p_i, p_j):
         return self.k * (self.reach - r)
 
 
@@ -858,11 +862,11 @@ class LinearRepulsionEnergy(md.PairwiseInteraction):
     reach: float = 0.5
     cutoff: Cutoff = md.PlainCutoff(0.5)
 
-    def potential(self, r, atoms_i, atoms_j):
+    def energy(self, r, p_i, p_j):
         return 0.5 * self.k * (self.reach - r) ** 2
 
 
-class SpringForce(md.SpecificInteraction):
+class SpringForce(md.BondedForce):
     """Force-only bonded term (like the reference's NNBond): harmonic spring forces."""
 
     r0: float = 0.3
@@ -875,7 +879,7 @@ class SpringForce(md.SpecificInteraction):
         return jnp.stack([f0, -f0], axis=1)
 
 
-class WrongShapeForce(md.SpecificInteraction):
+class WrongShapeForce(md.BondedForce):
     def force(self, positions, boundary):
         return jnp.zeros(positions.shape[:1] + positions.shape[2:])
 
@@ -885,7 +889,8 @@ def test_user_pairwise_energy_interaction_with_defaults():
     atoms = random_atoms(n, 61)
     coords = random_coords(n, 3, 61)
     inter = OverlapRepulsion()
-    assert inter.has_energy and inter.cutoff_distance == math.inf and inter.weight_14 == 1.0
+    assert isinstance(inter, md.PairwiseInteraction) and not isinstance(inter, md.PairwiseForce)
+    assert inter.cutoff_distance == math.inf and inter.weight_14 == 1.0
     system = md.System(atoms, coords, boundary_for("pbc", 3), pairwise_inters=[inter], pairs_14=[(0, 1)])
     a = as_np(atoms)
     expected = 0.0
@@ -925,7 +930,7 @@ def test_user_force_only_pairwise_interaction(dims):
     coords = random_coords(n, dims, 63, box=1.2, min_dist=0.15)  # dense corner of the box
     boundary = boundary_for("pbc", dims)
     force_only = LinearRepulsionForce()
-    assert not force_only.has_energy
+    assert isinstance(force_only, md.PairwiseForce) and not isinstance(force_only, md.PairwiseInteraction)
     coulomb = md.Coulomb(coulomb_const=1.0)
     system = md.System(atoms, coords, boundary, pairwise_inters=[force_only, coulomb])
     lj_only = md.System(atoms, coords, boundary, pairwise_inters=[coulomb])
@@ -961,11 +966,12 @@ def test_force_only_pairwise_interaction_with_14_pairs():
     np.testing.assert_allclose(np.asarray(f_force_only), np.asarray(f_energy), rtol=1e-10, atol=1e-10)
 
 
-def test_user_force_only_specific_interaction():
+def test_user_force_only_bonded_interaction():
     coords = chain_coords(3, 9)
     bonds = [[0, 1], [1, 2], [3, 5]]
     spring = SpringForce(indices=bonds)
-    assert not spring.has_energy and spring.n_terms == 3
+    assert isinstance(spring, md.BondedForce) and not isinstance(spring, md.BondedInteraction)
+    assert spring.n_terms == 3
     system = bonded_system([spring], coords)
     reference = bonded_system([md.HarmonicBonds(indices=bonds, r0=[0.3] * 3, k=[400.0] * 3)], coords)
     assert float(jit_energy(system)) == 0.0
@@ -1022,7 +1028,7 @@ def mixed_system(dims, dtype):
         md.CoulombReactionField(distance=RC),
     ]
     boundary = md.RectangularBoundary(np.full(dims, BOX, dtype))
-    return md.System(atoms, coords.astype(dtype), boundary, pairwise_inters=inters, specific_inters=terms,
+    return md.System(atoms, coords.astype(dtype), boundary, pairwise_inters=inters, bonded_inters=terms,
                      exclusions=[(0, 1), (1, 2)], pairs_14=[(0, 3)])
 
 
@@ -1041,8 +1047,8 @@ def test_float32_stays_float32(dims):
 def test_float32_agrees_with_float64():
     def smaller(system):  # (every interaction's float32 path is checked by the jaxpr test above)
         keep = (system.pairwise_inters[0],)  # capped, shifted-force LJ with 1-4 pairs
-        bonded = (system.specific_inters[0], system.specific_inters[4])  # bonds, periodic torsions
-        return eqx.tree_at(lambda s: (s.pairwise_inters, s.specific_inters), system, (keep, bonded))
+        bonded = (system.bonded_inters[0], system.bonded_inters[4])  # bonds, periodic torsions
+        return eqx.tree_at(lambda s: (s.pairwise_inters, s.bonded_inters), system, (keep, bonded))
 
     s32, s64 = smaller(mixed_system(3, np.float32)), smaller(mixed_system(3, np.float64))
     e32, f32 = jit_ef(s32)
@@ -1061,7 +1067,7 @@ def test_float32_coordinates_with_default_float64_parameters():
         assert term.r0.dtype == jnp.float64 if hasattr(term, "r0") else True
         positions = jnp.asarray(coords)[jnp.asarray(term.indices.array)]
         assert jax.eval_shape(term.energy, positions, boundary).dtype == jnp.float32, type(term).__name__
-    system = md.System(random_atoms(6, 72, np.float32), coords, boundary, specific_inters=bonded_terms(3))
+    system = md.System(random_atoms(6, 72, np.float32), coords, boundary, bonded_inters=bonded_terms(3))
     e, f = jax.eval_shape(md.energy_and_forces, system)
     assert e.dtype == jnp.float32 and f.dtype == jnp.float32
     assert float64_avals(jax.make_jaxpr(md.energy_and_forces)(system)) == []  # parameters cast on entry
@@ -1078,3 +1084,389 @@ def test_coincident_atoms_with_force_cap_give_finite_forces():
     assert np.isfinite(energy) and energy > 0
     assert np.all(np.isfinite(forces))
     np.testing.assert_allclose(forces[0], forces[1])  # the coincident pair pushes neither
+
+
+# ---------------------------------------------------------------------------------------------
+# atom types: per-type tables gathered per atom
+
+
+TYPES = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+TYPE_TABLES = {"mass": [12.0, 14.0, 16.0], "sigma": [0.30, 0.34, 0.27], "epsilon": [0.8, 1.2, 0.5]}
+
+
+def typed_and_flat_systems():
+    """The same LJ + Coulomb system with typed atoms and with the equivalent per-atom ones."""
+    n = len(TYPES)
+    charge = np.random.default_rng(81).uniform(-1.0, 1.0, n)
+    coords = random_coords(n, 3, 81)
+    typed = md.Atoms(types=TYPES, per_type={k: np.array(v) for k, v in TYPE_TABLES.items()}, charge=charge)
+    flat = md.Atoms(np.take(TYPE_TABLES["mass"], TYPES), charge=charge, sigma=np.take(TYPE_TABLES["sigma"], TYPES),
+                    epsilon=np.take(TYPE_TABLES["epsilon"], TYPES))
+    inters = [md.LennardJones(cutoff=md.ShiftedPotentialCutoff(RC)), md.Coulomb(cutoff=md.ShiftedForceCutoff(RC))]
+    make = lambda atoms: md.System(atoms, coords, boundary_for("pbc", 3), pairwise_inters=inters)  # noqa: E731
+    return make(typed), make(flat)
+
+
+def test_typed_atoms_give_the_energy_and_forces_of_per_atom_ones():
+    typed, flat = typed_and_flat_systems()
+    assert typed.atoms.types is not None and set(typed.atoms.per_type) == {"mass", "sigma", "epsilon"}
+    for name in ("mass", "sigma", "epsilon", "charge"):  # gathered per atom
+        np.testing.assert_array_equal(np.asarray(typed.atoms[name]), np.asarray(flat.atoms[name]))
+    e_typed, f_typed = jit_ef(typed)
+    e_flat, f_flat = jit_ef(flat)
+    assert abs(float(e_flat)) > 1.0 and np.abs(np.asarray(f_flat)).max() > 1.0  # a non-trivial system
+    assert float(e_typed) == pytest.approx(float(e_flat), rel=1e-12)
+    np.testing.assert_allclose(np.asarray(f_typed), np.asarray(f_flat), rtol=1e-12, atol=1e-12 * np.abs(f_flat).max())
+    # the compiled reverse-mode kernels give the same values
+    e_rev, f_rev = jax.jit(lambda s: md.energy_and_forces(s, derivatives="reverse"))(typed)
+    assert float(e_rev) == pytest.approx(float(e_flat), rel=1e-12)
+    np.testing.assert_allclose(np.asarray(f_rev), np.asarray(f_flat), rtol=1e-10, atol=1e-10 * np.abs(f_flat).max())
+
+
+def test_per_type_sigma_gradient_is_the_per_type_sum_of_per_atom_gradients():
+    typed, flat = typed_and_flat_systems()
+    g_typed = jax.jit(jax.grad(md.potential_energy))(typed).atoms.per_type["sigma"]
+    g_atom = jax.jit(jax.grad(md.potential_energy))(flat).atoms.per_atom["sigma"]
+    assert g_typed.shape == (3,) and g_atom.shape == (len(TYPES),)
+    per_type_sum = np.bincount(TYPES, weights=np.asarray(g_atom), minlength=3)
+    assert np.abs(per_type_sum).min() > 1e-2  # every type's σ matters
+    np.testing.assert_allclose(np.asarray(g_typed), per_type_sum, rtol=1e-10)
+
+    # and a central finite difference of the energy in each per-type σ (float64)
+    energy_of = jax.jit(lambda s: md.potential_energy(eqx.tree_at(lambda x: x.atoms.per_type["sigma"], typed, s)))
+    sigma, h = np.asarray(TYPE_TABLES["sigma"]), 1e-6
+    fd = [(float(energy_of(sigma + h * e)) - float(energy_of(sigma - h * e))) / (2 * h) for e in np.eye(3)]
+    np.testing.assert_allclose(np.asarray(g_typed), fd, rtol=1e-6)
+    # the same gradient through the compiled kernels' reverse pass
+    g_rev = jax.jit(jax.grad(lambda s: md.energy_and_forces(s, derivatives="reverse")[0]))(typed)
+    np.testing.assert_allclose(np.asarray(g_rev.atoms.per_type["sigma"]), per_type_sum, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# a user pair potential reading per-atom parameters the library does not know
+
+
+class GaussianBump(md.PairwiseInteraction):
+    """V = √(h_i h_j) exp(−(r/w_ij)²), w_ij = (w_i + w_j)/2, from per-atom 'height' and 'width'."""
+
+    atom_params = ("height", "width")
+
+    def energy(self, r, p_i, p_j):
+        width = 0.5 * (p_i.width + p_j.width)
+        return jnp.sqrt(p_i.height * p_j.height) * jnp.exp(-((r / width) ** 2))
+
+
+def gaussian_atoms(n, seed):
+    rng = np.random.default_rng(seed)
+    return md.Atoms(rng.uniform(10.0, 20.0, n), height=rng.uniform(1.0, 5.0, n), width=rng.uniform(0.2, 0.5, n))
+
+
+def gaussian_energy_loop(atoms, coords, box):
+    h, w = np.asarray(atoms.height), np.asarray(atoms.width)
+    total = 0.0
+    for i in range(len(coords)):
+        for j in range(i + 1, len(coords)):
+            r = np.linalg.norm(min_image(coords[j] - coords[i], box))
+            total += math.sqrt(h[i] * h[j]) * math.exp(-((r / (0.5 * (w[i] + w[j]))) ** 2))
+    return total
+
+
+@pytest.mark.parametrize("geometry", ["pbc3", "open2"])
+def test_user_pair_potential_with_its_own_per_atom_parameters(geometry):
+    kind, dims = geometry[:-1], int(geometry[-1])
+    n = 7
+    atoms = gaussian_atoms(n, 91)
+    coords = random_coords(n, dims, 91, box=BOX if kind == "pbc" else 1.2, periodic=kind == "pbc")
+    system = md.System(atoms, coords, boundary_for(kind, dims), pairwise_inters=[GaussianBump()])
+    expected = gaussian_energy_loop(atoms, coords, BOX if kind == "pbc" else None)
+    assert expected > 0.1
+    assert float(jit_energy(system)) == pytest.approx(expected, rel=1e-12)
+    assert_forces_match_fd(system)
+    # the user parameter is differentiable like a built-in one
+    grad = jax.jit(jax.grad(md.potential_energy))(system).atoms.per_atom["height"]
+    energy_of = jax.jit(lambda h: md.potential_energy(eqx.tree_at(lambda s: s.atoms.per_atom["height"], system, h)))
+    for k in (0, 3):
+        step = np.eye(n)[k] * 1e-6
+        fd = (float(energy_of(atoms.height + step)) - float(energy_of(atoms.height - step))) / 2e-6
+        assert abs(fd) > 1e-4
+        assert float(grad[k]) == pytest.approx(fd, rel=1e-6)
+
+
+def test_user_pair_potential_names_a_missing_parameter():
+    n = 4
+    coords = random_coords(n, 3, 92)
+    rng = np.random.default_rng(92)
+    no_width = md.Atoms(np.ones(n), height=rng.uniform(1.0, 2.0, n))
+    with pytest.raises(ValueError, match=r"GaussianBump needs per-atom 'width'"):
+        md.System(no_width, coords, boundary_for("pbc", 3), pairwise_inters=[GaussianBump()])
+    with pytest.raises(ValueError, match=r"GaussianBump needs per-atom 'height', 'width'"):
+        md.System(md.Atoms(np.ones(n), sigma=np.ones(n)), coords, boundary_for("pbc", 3),
+                  pairwise_inters=[GaussianBump()])
+    # with both given (per atom or per type) it builds
+    typed = md.Atoms(np.ones(n), types=[0, 1, 0, 1], per_type={"width": [0.3, 0.4]}, height=rng.uniform(1.0, 2.0, n))
+    system = md.System(typed, coords, boundary_for("pbc", 3), pairwise_inters=[GaussianBump()])
+    assert float(jit_energy(system)) == pytest.approx(gaussian_energy_loop(typed, coords, BOX), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# NonbondedExceptions: listed pairs get their own LJ + Coulomb instead of the ordinary terms
+
+
+EXCEPTION_PAIRS = [(0, 3), (5, 1), (2, 7), (4, 6)]
+
+
+def exception_system(kind, n=8, seed=101, neighbor_finder=None):
+    atoms = random_atoms(n, seed)
+    coords = random_coords(n, 3, seed)
+    rng = np.random.default_rng(seed)
+    qq = rng.uniform(-0.5, 0.5, len(EXCEPTION_PAIRS))
+    sigma = rng.uniform(0.2, 0.4, len(EXCEPTION_PAIRS))
+    epsilon = rng.uniform(0.1, 1.0, len(EXCEPTION_PAIRS))
+    qq[-1] = epsilon[-1] = 0.0  # a zero row is a plain exclusion
+    exceptions = md.NonbondedExceptions(indices=EXCEPTION_PAIRS, charge_prod=qq, sigma=sigma, epsilon=epsilon)
+    use = neighbor_finder is not None
+    if kind == "open":
+        inters = [md.LennardJones(), md.Coulomb()]
+    else:
+        inters = [md.LennardJones(cutoff=md.ShiftedPotentialCutoff(RC), use_neighbors=use),
+                  md.Coulomb(cutoff=md.PlainCutoff(RC), use_neighbors=use)]
+    system = md.System(atoms, coords, boundary_for("pbc" if kind == "pbc" else "open", 3), pairwise_inters=inters,
+                       bonded_inters=[exceptions], exclusions=[(1, 2)], neighbor_finder=neighbor_finder)
+    return system, (qq, sigma, epsilon)
+
+
+def exception_energy_loop(system, params, kind):
+    qq, sigma, epsilon = params
+    a = as_np(system.atoms)
+    coords = np.asarray(system.coords)
+    box = BOX if kind == "pbc" else None
+    own = {tuple(sorted(p)): k for k, p in enumerate(EXCEPTION_PAIRS)}
+    total, n_exceptions, n_ordinary = 0.0, 0, 0
+    for i in range(len(coords)):
+        for j in range(i + 1, len(coords)):
+            r = np.linalg.norm(min_image(coords[j] - coords[i], box))
+            if (i, j) in own:
+                k = own[(i, j)]
+                total += K_COULOMB * qq[k] / r + lj(r, sigma[k], epsilon[k])  # no cutoff
+                n_exceptions += 1
+            elif (i, j) == (1, 2):
+                continue
+            elif box is None:
+                sig, eps = mixed(a, i, j)
+                total += lj(r, sig, eps) + K_COULOMB * a["charge"][i] * a["charge"][j] / r
+                n_ordinary += 1
+            elif r < RC:
+                sig, eps = mixed(a, i, j)
+                total += lj(r, sig, eps) - lj(RC, sig, eps) + K_COULOMB * a["charge"][i] * a["charge"][j] / r
+                n_ordinary += 1
+    assert n_exceptions == len(EXCEPTION_PAIRS) and n_ordinary >= 3
+    return total
+
+
+@pytest.mark.parametrize("kind", ["open", "pbc"])
+def test_nonbonded_exceptions_replace_the_ordinary_pair_terms(kind):
+    system, params = exception_system(kind)
+    if kind == "pbc":  # an exception pair beyond the cutoff still interacts (no cutoff for exceptions)
+        coords = np.asarray(system.coords)
+        r = [np.linalg.norm(min_image(coords[j] - coords[i], BOX)) for i, j in EXCEPTION_PAIRS[:-1]]
+        assert max(r) > RC
+    expected = exception_energy_loop(system, params, kind)
+    energy = float(jit_energy(system))
+    assert energy == pytest.approx(expected, rel=1e-12)
+    assert_forces_match_fd(system)
+    # the listed pairs really are replaced: without the term the ordinary sum includes them
+    ordinary = md.System(system.atoms, system.coords, system.boundary, pairwise_inters=system.pairwise_inters,
+                         exclusions=[(1, 2)])
+    assert float(jit_energy(ordinary)) != pytest.approx(energy, rel=1e-6)
+    # and their own charge products are differentiable: dE/dqq_e = k/r_e
+    grad = jax.jit(jax.grad(md.potential_energy))(system).bonded_inters[0].charge_prod
+    coords = np.asarray(system.coords)
+    r = np.array([np.linalg.norm(min_image(coords[j] - coords[i], BOX if kind == "pbc" else None))
+                  for i, j in EXCEPTION_PAIRS])
+    np.testing.assert_allclose(np.asarray(grad), K_COULOMB / r, rtol=1e-12)
+
+
+def test_nonbonded_exceptions_with_a_neighbor_list():
+    finder = md.DistanceNeighborFinder(1.15)
+    system, params = exception_system("pbc", neighbor_finder=finder)
+    excluded = system.excluded_pairs().array
+    assert {tuple(p) for p in excluded} == {(1, 2)} | {tuple(sorted(p)) for p in EXCEPTION_PAIRS}
+    neighbors = finder.build(system.coords, system.boundary, excluded,
+                             finder.initial_capacity(system.coords, system.boundary, excluded))
+    listed = {tuple(p) for p in neighbors.pairs()}
+    assert listed and not listed & {tuple(p) for p in excluded}  # exception pairs are not on the list
+    energy = float(jax.jit(md.potential_energy)(system, None, neighbors))
+    assert energy == pytest.approx(exception_energy_loop(system, params, "pbc"), rel=1e-12)
+    assert_forces_match_fd(system, neighbors=neighbors)
+
+
+def test_nonbonded_exceptions_validation():
+    with pytest.raises(ValueError, match="charge_prod"):
+        md.NonbondedExceptions(indices=[(0, 1), (1, 2)], charge_prod=[0.1], sigma=[0.3, 0.3], epsilon=[1.0, 1.0])
+    with pytest.raises(ValueError, match=r"\(n_terms, 2\)"):
+        md.NonbondedExceptions(indices=[(0, 1, 2)], charge_prod=[0.1], sigma=[0.3], epsilon=[1.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# global interactions
+
+
+class UniformField(md.GlobalInteraction):
+    """A uniform electric field: E = −Σ q_i field·x_i (open boundary)."""
+
+    field: jax.Array
+
+    def energy(self, coords, boundary, atoms):
+        return -jnp.sum(atoms.charge[:, None] * coords * self.field)
+
+
+class PointRestraint(md.GlobalInteraction):
+    """Every atom tied to one point: E = ½ k Σ |x_i − c|² (minimum image)."""
+
+    center: jax.Array
+    k: jax.Array
+
+    def energy(self, coords, boundary, atoms):
+        d = boundary.vector(jnp.broadcast_to(self.center, coords.shape), coords)
+        return 0.5 * self.k * jnp.sum(d * d)
+
+
+@pytest.mark.parametrize("kind", ["open", "pbc"])
+def test_global_interactions_forces_are_minus_gradient(kind):
+    n = 5
+    atoms = random_atoms(n, 111)
+    coords = random_coords(n, 3, 111, box=1.6 if kind == "open" else BOX, periodic=kind == "pbc")
+    field = np.array([3.0, -1.0, 2.0])
+    center, k = np.array([0.8, 0.9, 0.7]), 250.0
+    terms = [PointRestraint(center=jnp.asarray(center), k=jnp.asarray(k))]
+    if kind == "open":
+        terms.append(UniformField(field=jnp.asarray(field)))
+    system = md.System(atoms, coords, boundary_for(kind, 3), pairwise_inters=[md.LennardJones()], global_inters=terms)
+    assert isinstance(terms[0], md.GlobalInteraction) and system.global_inters == tuple(terms)
+    q = np.asarray(atoms.charge)
+    d = min_image(coords - center, BOX if kind == "pbc" else None)
+    e_global = 0.5 * k * np.sum(d * d) - (np.sum(q[:, None] * coords * field) if kind == "open" else 0.0)
+    f_global = -k * d + (q[:, None] * field if kind == "open" else 0.0)
+    only_lj = md.System(atoms, coords, system.boundary, pairwise_inters=[md.LennardJones()])
+    e, f = jit_ef(system)
+    e_lj, f_lj = jit_ef(only_lj)
+    assert float(e) - float(e_lj) == pytest.approx(e_global, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(f) - np.asarray(f_lj), f_global, rtol=1e-10, atol=1e-10)
+    assert_forces_match_fd(system)
+
+
+def restrained_particle(k, n_atoms=1):
+    atoms = md.Atoms(np.full(n_atoms, 2.0), charge=np.zeros(n_atoms))
+    coords = np.array([[1.3, 1.0, 0.9], [0.6, 1.2, 1.0]])[:n_atoms]
+    velocities = np.array([[0.0, 0.5, 0.0], [0.2, 0.0, -0.3]])[:n_atoms]
+    restraint = PointRestraint(center=jnp.array([1.0, 1.0, 1.0]), k=jnp.asarray(k))
+    return md.System(atoms, coords, md.NoBoundary(3), velocities=velocities, global_inters=[restraint])
+
+
+def velocity_verlet_numpy(x, v, m, k, center, dt, n_steps):
+    f = -k * (x - center)
+    for _ in range(n_steps):
+        v = v + 0.5 * dt * f / m
+        x = x + dt * v
+        f = -k * (x - center)
+        v = v + 0.5 * dt * f / m
+    return x, v
+
+
+def test_global_interaction_through_simulate_and_grad():
+    k, dt, n_steps = 50.0, 0.002, 400
+    system = restrained_particle(k, n_atoms=2)
+    traj = md.simulate(system, md.VelocityVerlet(dt), n_steps)
+    x_ref, v_ref = velocity_verlet_numpy(np.asarray(system.coords), np.asarray(system.velocities), 2.0, k,
+                                         np.ones(3), dt, n_steps)
+    np.testing.assert_allclose(np.asarray(traj.coords), x_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(traj.velocities), v_ref, rtol=1e-10, atol=1e-12)
+    # and the exact harmonic oscillator, to the integrator's O(dt²) accuracy
+    omega, t = math.sqrt(k / 2.0), dt * n_steps
+    x0, v0 = np.asarray(system.coords) - 1.0, np.asarray(system.velocities)
+    exact = 1.0 + x0 * math.cos(omega * t) + v0 / omega * math.sin(omega * t)
+    np.testing.assert_allclose(np.asarray(traj.coords), exact, atol=1e-4)
+
+    # d(final x)/dk through the run against central finite differences
+    def final_x(k_value):
+        s = eqx.tree_at(lambda s: s.global_inters[0].k, system, k_value)
+        return md.simulate(s, md.VelocityVerlet(dt), n_steps).coords[0, 0]
+
+    grad = float(jax.jit(jax.grad(final_x))(jnp.asarray(k)))
+    h = 1e-4
+    fd = (float(final_x(jnp.asarray(k + h))) - float(final_x(jnp.asarray(k - h)))) / (2 * h)
+    assert abs(fd) > 1e-3
+    assert grad == pytest.approx(fd, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# FixedAtoms and degrees of freedom
+
+
+FIXED = [0, 3]
+KB_OPENMM = 0.008314462618  # kJ/mol/K
+
+
+def fixed_atoms_system(remove_com_motion=False, constraints=md.FixedAtoms(FIXED), dims=3):
+    n = 6
+    rng = np.random.default_rng(121)
+    coords = random_coords(n, dims, 121, min_dist=0.33)
+    atoms = md.Atoms(rng.uniform(10.0, 20.0, n), sigma=np.full(n, 0.3), epsilon=np.ones(n))
+    return md.System(atoms, coords, boundary_for("pbc", dims), velocities=rng.normal(size=(n, dims)),
+                     pairwise_inters=[md.LennardJones(cutoff=md.ShiftedPotentialCutoff(RC))],
+                     constraints=constraints, remove_com_motion=remove_com_motion,
+                     loggers={"t": md.TemperatureLogger(5), "v": md.VelocitiesLogger(5)})
+
+
+def test_fixed_atoms_do_not_move():
+    system = fixed_atoms_system()
+    traj = md.simulate(system, md.VelocityVerlet(0.002), 20)
+    start, end = np.asarray(system.coords), np.asarray(traj.coords)
+    np.testing.assert_array_equal(end[FIXED], start[FIXED])  # exactly
+    np.testing.assert_array_equal(np.asarray(traj.velocities)[FIXED], 0.0)
+    np.testing.assert_array_equal(np.asarray(traj.logs["v"])[:, FIXED], 0.0)
+    mobile = [i for i in range(6) if i not in FIXED]
+    assert np.linalg.norm(end[mobile] - start[mobile], axis=-1).min() > 1e-3  # the others do move
+    # the mobile atoms follow the same forces as without constraints, at first: one step agrees
+    free = md.simulate(fixed_atoms_system(constraints=md.NoConstraints()), md.VelocityVerlet(0.002), 1)
+    one = md.simulate(system, md.VelocityVerlet(0.002), 1)
+    np.testing.assert_allclose(np.asarray(one.coords)[mobile], np.asarray(free.coords)[mobile], rtol=1e-12)
+
+
+def test_fixed_atoms_stay_fixed_with_com_motion_removed():
+    """FixedAtoms promises zero velocities for its atoms; removing the centre-of-mass motion must
+    not hand them one (they would then carry kinetic energy into every temperature)."""
+    system = fixed_atoms_system(remove_com_motion=True)
+    traj = md.simulate(system, md.VelocityVerlet(0.002), 20)
+    np.testing.assert_array_equal(np.asarray(traj.coords)[FIXED], np.asarray(system.coords)[FIXED])
+    np.testing.assert_array_equal(np.asarray(traj.velocities)[FIXED], 0.0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_degrees_of_freedom(dims):
+    n, f = 6, len(FIXED)
+    assert fixed_atoms_system(constraints=md.NoConstraints(), dims=dims).degrees_of_freedom == n * dims
+    assert fixed_atoms_system(dims=dims).degrees_of_freedom == n * dims - dims * f
+    assert fixed_atoms_system(remove_com_motion=True, dims=dims).degrees_of_freedom == n * dims - dims * f - dims
+    assert fixed_atoms_system(remove_com_motion=True, constraints=md.NoConstraints(),
+                              dims=dims).degrees_of_freedom == n * dims - dims
+    with pytest.raises(ValueError, match="listed twice"):
+        md.FixedAtoms([1, 2, 1])
+
+
+@pytest.mark.parametrize(("remove_com_motion", "n_dof"), [(False, 18 - 6), (True, 18 - 6 - 3)])
+def test_temperature_logger_uses_the_degrees_of_freedom(remove_com_motion, n_dof):
+    system = fixed_atoms_system(remove_com_motion=remove_com_motion)
+    assert system.degrees_of_freedom == n_dof and system.units.boltzmann == KB_OPENMM
+    traj = md.simulate(system, md.VelocityVerlet(0.002), 20)
+    m = np.asarray(system.atoms.mass)
+    v = np.asarray(traj.logs["v"])  # (4, N, 3)
+    kinetic = 0.5 * np.sum(m[None, :, None] * v**2, axis=(1, 2))
+    expected = 2 * kinetic / (n_dof * KB_OPENMM)
+    assert expected.min() > 1.0
+    np.testing.assert_allclose(np.asarray(traj.logs["t"]), expected, rtol=1e-12)
+    # md.temperature with the same count agrees; the default N·D count does not
+    t_last = md.temperature(system.atoms.mass, traj.velocities, KB_OPENMM, system.degrees_of_freedom)
+    assert float(t_last) == pytest.approx(expected[-1], rel=1e-12)
+    assert float(md.temperature(system.atoms.mass, traj.velocities, KB_OPENMM)) == pytest.approx(
+        expected[-1] * n_dof / 18, rel=1e-12)

@@ -1,7 +1,8 @@
 """diffmd against OpenMM (Reference platform, double precision) on small systems built through
 the openmm Python API: nonbonded LJ + Coulomb (no cutoff; periodic reaction field with and
 without the switching function), exceptions (scaled 1-4 pairs, exclusions), and the bonded
-forces HarmonicBond, HarmonicAngle, PeriodicTorsion and RBTorsion."""
+forces HarmonicBond, HarmonicAngle, PeriodicTorsion and RBTorsion; exceptions with their own
+parameters (NonbondedExceptions against addException)."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def nonbonded_pair(n, seed, method, exclusions=(), pairs_14=(), w_lj=0.5, w_c=1 
         nb.addException(i, j, charge[i] * charge[j] * w_c, 0.5 * (sigma[i] + sigma[j]),
                         math.sqrt(epsilon[i] * epsilon[j]) * w_lj)
     system.addForce(nb)
-    atoms = md.Atoms(mass, charge, sigma, epsilon)
+    atoms = md.Atoms(mass, charge=charge, sigma=sigma, epsilon=epsilon)
     return system, atoms
 
 
@@ -192,6 +193,85 @@ def test_exceptions_with_reaction_field():
 
 
 # ---------------------------------------------------------------------------------------------
+# NonbondedExceptions: exceptions with their own parameters (addException)
+
+EXC_E_RTOL = 1e-9  # relative, energies
+EXC_F_RTOL = 1e-7  # of the largest force component
+OWN_EXCEPTIONS = [(0, 3), (1, 4), (3, 6), (2, 8), (5, 9)]
+
+
+def exceptions_pair(n, seed, method, cutoff=1.0, dielectric=78.3):
+    """OpenMM: a NonbondedForce with exceptions carrying their own q_ij, σ_ij, ε_ij, plus plain
+    exclusions (zero exceptions); diffmd: the ordinary terms, NonbondedExceptions with the same
+    rows and the exclusions. Returns (OpenMM System, atoms, exceptions term)."""
+    mass, charge, sigma, epsilon = random_parameters(n, seed)
+    rng = np.random.default_rng(seed + 1000)
+    qq = rng.uniform(-0.6, 0.6, len(OWN_EXCEPTIONS))
+    sigma_e = rng.uniform(0.2, 0.4, len(OWN_EXCEPTIONS))
+    epsilon_e = rng.uniform(0.1, 1.2, len(OWN_EXCEPTIONS))
+    system = new_openmm_system(mass)
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(method)
+    for q, s, e in zip(charge, sigma, epsilon):
+        nb.addParticle(q, s, e)
+    if method != openmm.NonbondedForce.NoCutoff:
+        nb.setCutoffDistance(cutoff)
+        nb.setReactionFieldDielectric(dielectric)
+        nb.setUseDispersionCorrection(False)
+        nb.setExceptionsUsePeriodicBoundaryConditions(True)
+    for i, j in EXCLUSIONS:
+        nb.addException(i, j, 0.0, 1.0, 0.0)
+    for (i, j), q, s, e in zip(OWN_EXCEPTIONS, qq, sigma_e, epsilon_e):
+        nb.addException(i, j, q, s, e)
+    system.addForce(nb)
+    atoms = md.Atoms(mass, charge=charge, sigma=sigma, epsilon=epsilon)
+    exceptions = md.NonbondedExceptions(indices=OWN_EXCEPTIONS, charge_prod=qq, sigma=sigma_e, epsilon=epsilon_e,
+                                        coulomb_const=K_OPENMM)
+    return system, atoms, exceptions
+
+
+def assert_agree_exceptions(md_system, omm_system, box=None):
+    e_ref, f_ref = openmm_energy_forces(omm_system, np.asarray(md_system.coords), box)
+    e, f = jit_ef(md_system)
+    scale = np.abs(f_ref).max()
+    assert abs(e_ref) > 1.0 and scale > 1.0  # a non-trivial comparison
+    assert float(e) == pytest.approx(e_ref, rel=EXC_E_RTOL)
+    np.testing.assert_allclose(np.asarray(f), f_ref, rtol=0, atol=EXC_F_RTOL * scale)
+    return e_ref
+
+
+def test_nonbonded_exceptions_no_cutoff():
+    n = 10
+    coords = random_coords(n, 7, [2.0, 2.0, 2.0])
+    omm, atoms, exceptions = exceptions_pair(n, 7, openmm.NonbondedForce.NoCutoff)
+    inters = [md.LennardJones(), md.Coulomb(coulomb_const=K_OPENMM)]
+    system = md.System(atoms, coords, md.NoBoundary(3), pairwise_inters=inters, bonded_inters=[exceptions],
+                       exclusions=EXCLUSIONS)
+    e_ref = assert_agree_exceptions(system, omm)
+    # the exceptions' own parameters matter: the same pairs as plain exclusions differ
+    excluded_only = md.System(atoms, coords, md.NoBoundary(3), pairwise_inters=inters,
+                              exclusions=EXCLUSIONS + OWN_EXCEPTIONS)
+    assert abs(float(jit_ef(excluded_only)[0]) - e_ref) > 1.0
+
+
+def test_nonbonded_exceptions_cutoff_periodic():
+    """CutoffPeriodic: reaction field for ordinary pairs; exceptions are plain Coulomb + LJ with
+    no cutoff, measured by the minimum image (some beyond the cutoff and across the box)."""
+    n, rc, eps_s = 12, 1.0, 60.0
+    coords = random_coords(n, 8, BOX)
+    omm, atoms, exceptions = exceptions_pair(n, 8, openmm.NonbondedForce.CutoffPeriodic, cutoff=rc, dielectric=eps_s)
+    inters = [md.LennardJones(cutoff=md.PlainCutoff(rc)),
+              md.CoulombReactionField(distance=rc, solvent_dielectric=eps_s, coulomb_const=K_OPENMM)]
+    system = md.System(atoms, coords, md.RectangularBoundary(BOX), pairwise_inters=inters,
+                       bonded_inters=[exceptions], exclusions=EXCLUSIONS)
+    raw = np.array([coords[j] - coords[i] for i, j in OWN_EXCEPTIONS])
+    image = raw - BOX * np.round(raw / BOX)
+    assert (np.linalg.norm(image, axis=1) > rc).any()  # no cutoff for exceptions
+    assert not np.allclose(raw, image)  # minimum image for exceptions
+    assert_agree_exceptions(system, omm, BOX)
+
+
+# ---------------------------------------------------------------------------------------------
 # bonded
 
 
@@ -263,7 +343,7 @@ def test_bonded_force_open_space(kind):
     omm, forces, ours, atoms = bonded_systems(5, periodic=False)
     omm.addForce(forces[kind])
     coords = chain(N_CHAIN, 5, [0.5, 0.5, 0.5])
-    assert_agree(md.System(atoms, coords, md.NoBoundary(3), specific_inters=[ours[kind]]), omm)
+    assert_agree(md.System(atoms, coords, md.NoBoundary(3), bonded_inters=[ours[kind]]), omm)
 
 
 def test_all_bonded_forces_periodic_across_the_boundary():
@@ -274,5 +354,5 @@ def test_all_bonded_forces_periodic_across_the_boundary():
     coords = chain(N_CHAIN, 6, box - 0.1)
     wrapped = np.mod(coords, box)
     assert not np.allclose(wrapped, coords)  # the molecule straddles the box
-    system = md.System(atoms, wrapped, md.RectangularBoundary(box), specific_inters=list(ours.values()))
+    system = md.System(atoms, wrapped, md.RectangularBoundary(box), bonded_inters=list(ours.values()))
     assert_agree(system, omm, box)

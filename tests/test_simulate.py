@@ -1,6 +1,8 @@
 """The engine end to end: NVE energy conservation, couplings, loggers, starting conditions,
 float32/float64 runs and vmap over replicas."""
 
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -432,3 +434,200 @@ def test_box_built_inside_jit_and_its_gradient():
     h = 1e-5
     fd = (float(final_energy(side + h)) - float(final_energy(side - h))) / (2 * h)
     assert grad == pytest.approx(fd, rel=1e-6) and abs(grad) > 1e-3
+
+
+# ---- traced inputs are checked inside the compiled run (issue point 7) -------------------------
+
+TRACED_BAD = {  # (argument index, bad value, what the message must say)
+    "zero-mass": (0, jnp.ones(16).at[3].set(0.0), r"mass must be positive"),
+    "negative-mass": (0, jnp.ones(16).at[7].set(-1.0), r"mass must be positive"),
+    "nan-sigma": (1, jnp.ones(16).at[5].set(jnp.nan), r"sigma contains NaN"),
+    "small-box": (2, jnp.asarray(4.5), r"box side below twice the largest cutoff \(2\.5\)"),
+}
+
+
+def _run_from_traced(mass, sigma, side):
+    """A System built from (possibly traced) masses, σ and box side: 16 LJ atoms in 2-D, rc = 2.5."""
+    system = md.System(md.Atoms(mass, sigma=sigma, epsilon=jnp.ones(16)), LOG_COORDS, md.CubicBoundary(side, n_dims=2),
+                       velocities=LOG_VEL, pairwise_inters=(md.LennardJones(cutoff=md.ShiftedForceCutoff(2.5)),),
+                       units=R)
+    return md.simulate(system, md.VelocityVerlet(0.005), 10).state.potential_energy
+
+
+def _transformed(transform):
+    if transform == "jit":
+        return jax.jit(_run_from_traced)
+    if transform == "grad":
+        return jax.grad(_run_from_traced, argnums=(0, 1, 2))
+    return lambda *args: jax.vmap(_run_from_traced)(*[jnp.stack([good, bad]) for good, bad in zip(TRACED_GOOD, args)])
+
+
+TRACED_GOOD = (jnp.ones(16), jnp.ones(16), jnp.asarray(6.0))
+
+
+@pytest.mark.parametrize("transform", ["jit", "grad", "vmap"])
+def test_traced_good_inputs_run(transform):
+    out = _transformed(transform)(*TRACED_GOOD)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(out))
+
+
+@pytest.mark.parametrize("transform", ["jit", "grad", "vmap"])
+@pytest.mark.parametrize("cause", list(TRACED_BAD))
+def test_traced_bad_inputs_raise_errors_naming_the_cause(cause, transform):
+    """Under jit, grad or vmap the System's values are tracers, so the eager checks cannot see
+    them; the compiled run checks them before the first step (eqx.error_if) and names the
+    cause: not the blow-up a zero mass or a NaN σ would otherwise cause."""
+    index, bad, message = TRACED_BAD[cause]
+    args = list(TRACED_GOOD)
+    args[index] = bad
+    with pytest.raises(Exception) as error:  # eqx.error_if: raised at run time, its type varies
+        jax.block_until_ready(_transformed(transform)(*args))
+    text = str(error.value)
+    assert re.search(message, text), text
+    assert "blew up" not in text and "time step" not in text
+
+
+def test_traced_box_smaller_than_twice_the_list_cutoff_is_refused():
+    """The largest cutoff includes the neighbor finder's: a box side of 5.4 holds the LJ cutoff
+    (2.5) twice but not the list cutoff (2.8)."""
+    def run(side):
+        system = lj_system(LOG_COORDS, LOG_VEL, md.CubicBoundary(side, n_dims=2),
+                           finder=md.DistanceNeighborFinder(2.8, capacity=15))
+        return md.simulate(system, md.VelocityVerlet(0.005), 5).state.potential_energy
+
+    assert np.isfinite(jax.jit(run)(6.0))
+    with pytest.raises(Exception, match=r"box side below twice the largest cutoff \(2\.8\)"):
+        jax.block_until_ready(jax.jit(run)(5.4))
+
+
+# ---- integrators are pure updates; the driver does the rest (issue point 5) -------------------
+
+
+class SymplecticEuler(md.Integrator):
+    """A user's integrator in a few lines: v ← v + dt F(x)/m, then x ← x + dt v. Couplings,
+    keys, blow-up tracking and neighbor-list updates are the driver's."""
+
+    dt: float
+    coupling: tuple = ()
+
+    def update(self, x, v, current, forces, ctx):
+        v = ctx.constraints.velocities(x, v + self.dt * current.forces * ctx.inv_mass, ctx.inv_mass, ctx.boundary)
+        x = ctx.constraints.positions(x + self.dt * v, x, ctx.inv_mass, ctx.boundary)
+        return x, v, forces(x)
+
+
+def test_custom_integrator_runs_with_a_coupling_applied_by_the_driver():
+    """Symplectic Euler plus FrictionThermostat(γ) through simulate (with a neighbor list) equals
+    a hand-written loop v ← γ (v + dt F/m), x ← x + dt (v + dt F/m); the gradient with respect
+    to γ through the run matches a central finite difference."""
+    loggers = {"x": md.CoordinatesLogger(1), "v": md.VelocitiesLogger(1)}
+    system = lj_system(LOG_COORDS, LOG_VEL, LOG_BOX, finder=md.DistanceNeighborFinder(2.8), loggers=loggers)
+    dt, gamma, n = 0.005, 0.97, 12
+    trajectory = md.simulate(system, SymplecticEuler(dt, (md.FrictionThermostat(gamma),)), n)
+    forces = jax.jit(lambda x: md.forces(system, x))
+    x, v = np.asarray(LOG_COORDS), np.asarray(LOG_VEL)
+    for k in range(n):
+        v_kick = v + dt * np.asarray(forces(x))  # unit masses
+        x, v = x + dt * v_kick, gamma * v_kick
+        np.testing.assert_allclose(trajectory.logs["x"][k], x, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(trajectory.logs["v"][k], v, rtol=1e-10, atol=1e-12)
+    assert int(trajectory.state.step) == n and int(trajectory.state.first_nonfinite_step) == -1
+    vv = md.simulate(system, md.VelocityVerlet(dt, coupling=md.FrictionThermostat(gamma)), n)
+    assert not np.allclose(vv.coords, trajectory.coords, rtol=0, atol=1e-9)  # really another integrator
+
+    def kinetic(g):
+        run = md.simulate(lj_system(LOG_COORDS, LOG_VEL, LOG_BOX, finder=md.DistanceNeighborFinder(2.8)),
+                          SymplecticEuler(dt, (md.FrictionThermostat(g),)), n)
+        return md.kinetic_energy(system.atoms.mass, run.velocities)
+
+    h = 1e-6
+    central = (float(kinetic(gamma + h)) - float(kinetic(gamma - h))) / (2 * h)
+    np.testing.assert_allclose(jax.grad(kinetic)(gamma), central, rtol=1e-6)
+
+
+def test_driver_reports_the_step_of_a_blow_up_of_a_custom_integrator():
+    """An atom flung at 7.5e10 length units per step crosses |x| = 1e12 (a blow-up in open
+    space) at step 14: the driver's tracking says so, eagerly and under jit."""
+    coords = jnp.asarray(np.random.default_rng(0).uniform(0.0, 1.0, (4, 2)))
+    velocities = jnp.zeros((4, 2)).at[2, 0].set(7.5e10)
+    system = md.System(md.Atoms(jnp.ones(4)), coords, md.NoBoundary(n_dims=2), velocities=velocities, units=R)
+    integrator = SymplecticEuler(1.0, (md.FrictionThermostat(1.0),))
+    quiet = md.simulate(system, integrator, 20, check=False)
+    assert int(quiet.state.first_nonfinite_step) == 14 and int(quiet.state.step) == 20
+    assert int(md.simulate(system, integrator, 13, check=False).state.first_nonfinite_step) == -1
+    with pytest.raises(md.SimulationError, match=r"blew up.*at step 14\b"):
+        md.simulate(system, integrator, 20)
+    jitted = jax.jit(lambda v: md.simulate(eqx.tree_at(lambda s: s.velocities, system, v), integrator, 20, check=False))
+    assert int(jitted(velocities).state.first_nonfinite_step) == 14
+    with pytest.raises(Exception, match="blew up"):
+        jax.block_until_ready(jax.jit(lambda v: md.simulate(eqx.tree_at(lambda s: s.velocities, system, v),
+                                                            integrator, 20).coords)(velocities))
+
+
+FIXED = np.array([1, 30])
+
+
+def test_fixed_atoms_stay_still_and_nve_energy_is_conserved():
+    """VelocityVerlet with FixedAtoms: the fixed atoms neither move nor get a velocity, the others
+    move, the total energy is conserved to O(dt²) (the NVE bound; both runs last 2 τ) and the
+    temperature counts N·D − 3F degrees of freedom."""
+    velocities = NVE_VEL.at[FIXED].set(0.0)
+    loggers = {"E": md.TotalEnergyLogger(1), "K": md.KineticEnergyLogger(1), "T": md.TemperatureLogger(10),
+               "x": md.CoordinatesLogger(10), "v": md.VelocitiesLogger(10)}
+    system = md.System(
+        atoms=md.Atoms.uniform(N_NVE, mass=1.0, sigma=1.0, epsilon=1.0), coords=NVE_COORDS, velocities=velocities,
+        boundary=NVE_BOX, pairwise_inters=(md.LennardJones(use_neighbors=True, cutoff=md.ShiftedForceCutoff(2.5)),),
+        neighbor_finder=md.DistanceNeighborFinder(2.5), loggers=loggers, units=R, constraints=md.FixedAtoms(FIXED))
+    assert system.degrees_of_freedom == N_NVE * 3 - 3 * len(FIXED)
+    e0 = float(md.potential_energy(system) + md.kinetic_energy(system.atoms.mass, velocities))
+    deviation = {}
+    for dt, n_steps in ((0.005, 400), (0.0025, 800)):
+        traj = md.simulate(system, md.VelocityVerlet(jnp.asarray(dt)), n_steps)
+        x, v = np.asarray(traj.logs["x"]), np.asarray(traj.logs["v"])
+        np.testing.assert_array_equal(x[:, FIXED], np.broadcast_to(np.asarray(NVE_COORDS)[FIXED], x[:, FIXED].shape))
+        np.testing.assert_array_equal(v[:, FIXED], 0.0)
+        free = np.setdiff1d(np.arange(N_NVE), FIXED)
+        assert np.min(np.linalg.norm(x[-1, free] - np.asarray(NVE_COORDS)[free], axis=-1)) > 1e-3
+        energy = np.asarray(traj.logs["E"])
+        deviation[dt] = np.max(np.abs(energy - e0)) / N_NVE
+        k = np.asarray(traj.logs["K"]) / N_NVE
+        assert k.max() - k.min() > 50 * deviation[dt]
+        ke = 0.5 * np.sum(v**2, axis=(1, 2))
+        np.testing.assert_allclose(traj.logs["T"], 2 * ke / (3 * (N_NVE - len(FIXED))), rtol=1e-12)
+    assert deviation[0.005] < NVE_BOUND, deviation
+    assert deviation[0.0025] < NVE_BOUND / 4, deviation
+    assert 2.8 < deviation[0.005] / deviation[0.0025] < 6.5, deviation
+
+
+def test_temperature_logger_with_centre_of_mass_motion_removed():
+    """remove_com_motion=True: the centre-of-mass velocity is zero after every step and the
+    temperature is 2K/((N−1)·D·k_B) (OpenMM units, so k_B ≠ 1); without it the drift stays."""
+    n, n_dims = 16, 2
+    key_m, key_v = jax.random.split(jax.random.PRNGKey(11))
+    masses = jax.random.uniform(key_m, (n,), minval=10.0, maxval=40.0)
+    drift = jnp.array([0.4, -0.25])
+    velocities = md.random_velocities(key_v, masses, 300.0, md.OPENMM_UNITS, n_dims=n_dims) + drift
+    loggers = {"T": md.TemperatureLogger(1), "v": md.VelocitiesLogger(1)}
+
+    def run(remove):
+        system = md.System(
+            md.Atoms(masses, sigma=jnp.full(n, 0.3), epsilon=jnp.full(n, 1.0)), 0.3 * LOG_COORDS,
+            md.CubicBoundary(1.8, n_dims=2), velocities=velocities,
+            pairwise_inters=(md.LennardJones(cutoff=md.ShiftedForceCutoff(0.8)),), loggers=loggers,
+            remove_com_motion=remove)
+        return system, md.simulate(system, md.VelocityVerlet(0.002), 20)
+
+    system, traj = run(True)
+    assert system.degrees_of_freedom == (n - 1) * n_dims
+    m, v = np.asarray(masses)[:, None], np.asarray(traj.logs["v"])
+    momentum = np.sum(m * v, axis=1)  # (steps, D)
+    assert np.all(np.abs(momentum) < 1e-12 * np.sum(m * np.abs(v), axis=1))
+    kinetic = 0.5 * np.sum(m * v**2, axis=(1, 2))
+    expected = 2 * kinetic / ((n - 1) * n_dims * md.OPENMM_UNITS.boltzmann)
+    np.testing.assert_allclose(traj.logs["T"], expected, rtol=1e-12)
+    assert np.all(np.abs(np.asarray(traj.logs["T"]) - 300.0) < 200.0)  # a real temperature
+    _, drifting = run(False)
+    moving = np.sum(m * np.asarray(drifting.logs["v"]), axis=1)
+    np.testing.assert_allclose(moving, np.broadcast_to(np.sum(m * np.asarray(velocities), axis=0), moving.shape),
+                               rtol=1e-9)  # LJ conserves momentum: the drift is not removed by itself
+    assert np.all(np.abs(moving) > 1.0)

@@ -36,6 +36,10 @@ class Constraints(eqx.Module):
     def n_removed(self, n_dims: int) -> int:
         """Degrees of freedom the constraints remove."""
 
+    def frozen(self, n_atoms: int) -> np.ndarray | None:
+        """(N,) bool mask of atoms that never move (left out of centre-of-mass motion removal), or None."""
+        return None
+
 
 class NoConstraints(Constraints):
     """Nothing constrained (the default)."""
@@ -66,10 +70,13 @@ class FixedAtoms(Constraints):
         if len(np.unique(self.indices.array)) != len(self.indices):
             raise ValueError("FixedAtoms: an atom is listed twice")
 
-    def _mask(self, n: int) -> Array:
-        mask = np.zeros((n, 1), bool)
+    def frozen(self, n_atoms: int) -> np.ndarray:
+        mask = np.zeros(n_atoms, bool)
         mask[self.indices.array] = True
-        return jnp.asarray(mask)
+        return mask
+
+    def _mask(self, n: int) -> Array:
+        return jnp.asarray(self.frozen(n)[:, None])
 
     def positions(self, new, old, inv_mass, boundary):
         return jnp.where(self._mask(new.shape[0]), old, new)

@@ -37,7 +37,8 @@ class StepContext(NamedTuple):
     key: Array | None
 
 
-def _as_couplings(coupling) -> tuple:
+def as_couplings(coupling) -> tuple:
+    """A tuple of couplings from None, one Coupling or several (the converter of `coupling` fields)."""
     if coupling is None:
         return ()
     if isinstance(coupling, Coupling):
@@ -50,10 +51,12 @@ def _as_couplings(coupling) -> tuple:
 
 
 class Integrator(eqx.Module):
-    """Base class: implement `update`. Subclasses declare `dt` and `coupling` (couplings the
-    driver applies to the velocities after each step, in order)."""
+    """Base class: implement `update` and declare `dt`. To take couplings (which the driver
+    applies to the velocities after each step, in order) declare
+    `coupling: tuple = eqx.field(default=(), converter=as_couplings)`; the default is none."""
 
     needs_key = False  # the integrator itself draws random numbers (Langevin, …)
+    coupling = ()
 
     @abc.abstractmethod
     def update(self, x: Array, v: Array, current: ForceEval, forces: ForceFn, ctx: StepContext
@@ -86,7 +89,7 @@ class VelocityVerlet(Integrator):
     """
 
     dt: float
-    coupling: tuple = eqx.field(default=(), converter=_as_couplings)
+    coupling: tuple = eqx.field(default=(), converter=as_couplings)
 
     def update(self, x, v, current, forces, ctx):
         dt = jnp.asarray(self.dt, x.dtype)

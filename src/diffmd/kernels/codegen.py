@@ -219,6 +219,8 @@ class _Emitter:
             return [self.define(ctype, f"static_cast<{ctype}>({args[0]})")]
         if name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims", "reduce_precision"):
             return [self.define(ctype, args[0])]
+        if name.startswith("reduce_") and tuple(params.get("axes", (0,))) == ():  # over no axes (shard_map)
+            return [self.define(ctype, args[0])]
         if name == "clamp":
             low, x, high = args
             return [self.define(ctype, f"std::fmin(std::fmax({x}, {low}), {high})")]

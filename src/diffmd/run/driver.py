@@ -77,10 +77,14 @@ def initial_state(system, force_fn, key) -> MDState:
                    neighbors=first.neighbors, first_nonfinite_step=jnp.int32(-1))
 
 
-def remove_com_velocity(velocities, masses):
-    """Velocities with the centre-of-mass velocity Σ m v / Σ m subtracted."""
+def remove_com_velocity(velocities, masses, frozen=None):
+    """Velocities with the centre-of-mass velocity Σ m v / Σ m subtracted (over the atoms that
+    move: `frozen` (N,) marks atoms that never do, whose velocities stay zero)."""
     m = masses.astype(velocities.dtype)[:, None]
-    return velocities - jnp.sum(m * velocities, axis=0) / jnp.sum(m)
+    if frozen is not None:
+        m = jnp.where(jnp.asarray(frozen)[:, None], 0.0, m)
+    shifted = velocities - jnp.sum(m * velocities, axis=0) / jnp.sum(m)
+    return shifted if frozen is None else jnp.where(jnp.asarray(frozen)[:, None], velocities, shifted)
 
 
 def step_function(system, integrator, force_fn):
@@ -107,7 +111,7 @@ def step_function(system, integrator, force_fn):
         if constrained and integrator.coupling:  # couplings may break the constraints (Andersen)
             v = system.constraints.velocities(x, v, inv_mass, system.boundary)
         if system.remove_com_motion:
-            v = remove_com_velocity(v, system.atoms.mass)
+            v = remove_com_velocity(v, system.atoms.mass, system.constraints.frozen(system.n_atoms))
         # NaN/inf, or coordinates flung beyond any physical scale (in open space a blow-up
         # can stay finite: atoms fly off to 1e17).
         finite = jnp.all(jnp.abs(x) < EXPLODED_COORDINATE) & jnp.all(jnp.isfinite(v))

@@ -17,7 +17,7 @@ from ..energy import energy_and_forces
 from ..neighbors import Capacity
 from .checks import SimulationError, check_arguments, checked_inputs, eager_checks, traced_checks
 from .driver import force_function, initial_state, list_builder, step_function
-from .modes import Truncate, explained, parse_grad_mode
+from .modes import REVERSE_ONLY, Truncate, explained, parse_grad_mode
 from .scan import Rows, scan, segment_steps
 
 MAX_REALLOCATIONS = 5
@@ -262,6 +262,8 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
     """
     check_arguments(n_steps, integrator, key)
     mode, segment = parse_grad_mode(grad_mode)
+    if mode != "forward" and _forward_differentiated((system, integrator, start)):
+        raise TypeError(REVERSE_ONLY.format(mode=mode))
     if truncate is not None and not isinstance(truncate, Truncate):
         raise TypeError(f"simulate: truncate must be a Truncate(window=…, last=…), got {type(truncate).__name__}")
     n_steps = int(n_steps)
@@ -295,6 +297,12 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
         return traced_checks(trajectory)
     eager_checks(trajectory, integrator, MAX_REALLOCATIONS)
     return trajectory
+
+
+def _forward_differentiated(tree) -> bool:
+    """True if `tree` holds values being differentiated in forward mode (jax.jvp, jacfwd):
+    reverse mode (jax.grad) linearizes with tracers of another kind."""
+    return any(type(leaf).__name__ == "JVPTracer" for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def _under_jit() -> bool:
