@@ -329,7 +329,8 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
 
     Steps: (1) a 0-step `simulate` sizes the neighbor list (its capacity is then fixed, so every
     later call reuses one compiled program) and gives the start's potential energy; (2) a first
-    call of `chunk_steps` steps (compile + run, untimed); (3) timed calls of the same length
+    call of `chunk_steps` steps (compile + run, untimed) and a second one, the first to continue
+    a state (it compiles that program: untimed too); (3) timed calls of the same length
     until the window holds `seconds` s and `min_steps` steps."""
     import jax
 
@@ -373,7 +374,9 @@ def run_diffmd(start: dict, *, dtype: str = "float32", finder: str | None = None
         return elapsed, int(changed.sum()), energies, grown
 
     first_s, _, energies, _ = call()
-    step = chunk_steps
+    # The first call that continues a state compiles a program of its own (start given): untimed too.
+    _, _, energies, _ = call()
+    step = 2 * chunk_steps
     e_steps, e_values = [step], [float(energies[-1])]
     times, steps_done, rebuilds, cpu = [], [], 0, 0.0
     while not _window_done(sum(times), sum(steps_done), seconds, min_steps) and len(times) < max_chunks:

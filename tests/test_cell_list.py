@@ -34,7 +34,7 @@ def test_pair_set_equals_brute_force(n_dims, sides, n):
     coords[:5] += sides  # outside the box: the grid must wrap them
     excluded = np.array([[0, 1], [2, 7], [10, 11], [5, 120]], np.int32)
     capacity, nl = built(md.CellListNeighborFinder(cutoff), coords, boundary, excluded)
-    assert capacity[2] is not None and min(capacity[2]) >= 3  # the cell grid is really used
+    assert capacity.grid is not None and min(capacity.grid) >= 3  # the cell grid is really used
     expected = brute_force_pairs(coords, sides, cutoff, excluded=[tuple(p) for p in excluded])
     assert listed_pairs(nl) == expected
     assert not bool(nl.overflowed)
@@ -46,7 +46,7 @@ def test_small_box_falls_back_to_all_pairs_and_agrees():
     sides = np.array([3.0, 3.0, 3.0])
     coords = uniform_coords(60, sides, seed=1)
     capacity, nl = built(md.CellListNeighborFinder(1.2), coords, md.RectangularBoundary(sides))
-    assert capacity[2] is None
+    assert capacity.grid is None
     assert listed_pairs(nl) == brute_force_pairs(coords, sides, 1.2)
 
 
@@ -61,7 +61,7 @@ def test_cell_overflow_is_detected_and_reallocated_eagerly():
     finder = md.CellListNeighborFinder(1.5, capacity=n - 1)  # traced-style sizing: from the density
     capacity = finder.given_capacity(n, boundary)
     nl = finder.build(jnp.asarray(crowded), boundary, np.zeros((0, 2), np.int32), capacity)
-    assert int(nl.max_cell_count) > capacity[1] and bool(nl.overflowed)
+    assert int(nl.max_cell_count) > capacity.cell_slots and bool(nl.overflowed)
 
     velocities = md.random_velocities(jax.random.PRNGKey(0), jnp.ones(n), 0.1, R)
     system = md.System(md.Atoms.uniform(n, mass=1.0, sigma=0.3, epsilon=0.5), jnp.asarray(crowded), boundary,
@@ -69,7 +69,7 @@ def test_cell_overflow_is_detected_and_reallocated_eagerly():
                        pairwise_inters=(md.LennardJones(use_neighbors=True, cutoff=md.ShiftedForceCutoff(1.2)),))
     run = md.simulate(system, md.VelocityVerlet(0.002), 10)
     assert not bool(run.state.neighbors.overflowed)
-    assert run.state.neighbors.cell_capacity > capacity[1]
+    assert run.state.neighbors.capacity.cell_slots > capacity.cell_slots
     reference = md.simulate(eqx.tree_at(lambda s: s.neighbor_finder, system, md.DistanceNeighborFinder(1.5)), md.VelocityVerlet(0.002), 10)
     np.testing.assert_allclose(run.coords, reference.coords, rtol=1e-10, atol=1e-12)
     with pytest.raises(Exception, match="neighbor list overflow"):
@@ -95,7 +95,7 @@ def test_simulation_and_derivatives_equal_the_distance_finder():
 
     cell, distance = md.CellListNeighborFinder(1.8), md.DistanceNeighborFinder(1.8)
     capacity = cell.initial_capacity(fluid(cell).coords, fluid(cell).boundary, np.zeros((0, 2), np.int32))
-    assert capacity[2] == (4, 4, 4)
+    assert capacity.grid == (4, 4, 4)
     value, grad = jax.value_and_grad(loss)(1.0, cell)
     ref_value, ref_grad = jax.value_and_grad(loss)(1.0, distance)
     np.testing.assert_allclose(value, ref_value, rtol=1e-10)
@@ -136,7 +136,7 @@ def test_vmap_over_replicas_with_a_cell_list():
     def run(c):
         system = eqx.tree_at(lambda s: s.coords, base, c)
         trajectory = md.simulate(system, md.VelocityVerlet(0.004), 20)
-        return trajectory.coords, trajectory.state.neighbors.grid
+        return trajectory.coords, trajectory.state.neighbors.capacity.grid
 
     batched, grid = jax.vmap(lambda c: run(c)[0])(coords), run(coords[0])[1]
     assert grid == (4, 4, 4)
@@ -151,14 +151,14 @@ def test_eager_overflow_reruns_only_the_affected_chunk(finder, monkeypatch):
     """A list with exactly the start's slots overflows as the hot lattice melts. Eagerly, a long run goes in
     chunks and only a chunk whose list overflowed is rerun; the trajectory and the logs are
     those of one run with room to spare (a jitted run of the whole length)."""
-    simulate_module = importlib.import_module("diffmd.simulate")
+    simulate_module = importlib.import_module("diffmd.run.simulate")
     monkeypatch.setattr(simulate_module, "EAGER_CHUNK_STEPS", 20)
     calls = []
     original = simulate_module._run
 
-    def spy(system, integrator, n_steps, *args, **kwargs):
-        calls.append(n_steps)
-        return original(system, integrator, n_steps, *args, **kwargs)
+    def spy(system, integrator, key, start, config):
+        calls.append(config.n_steps)
+        return original(system, integrator, key, start, config)
 
     monkeypatch.setattr(simulate_module, "_run", spy)
     loggers = {"pe": md.PotentialEnergyLogger(5), "coords": md.CoordinatesLogger(10)}
@@ -180,10 +180,11 @@ def test_eager_overflow_reruns_only_the_affected_chunk(finder, monkeypatch):
     assert int(run.state.step) == 90
 
 
-neighbors_module = importlib.import_module("diffmd.neighbors")
+cells_module = importlib.import_module("diffmd.neighbors.cells")
+build_module = importlib.import_module("diffmd.kernels.build")
 
 
-@pytest.mark.skipif(not md.native.available(), reason="compiled kernels unavailable")
+@pytest.mark.skipif(not build_module.available(), reason="compiled kernels unavailable")
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("n_dims, sides, n", [(3, [4.3, 5.1, 6.2], 300), (2, [6.1, 7.3], 200)])
 def test_compiled_build_gives_the_pure_jax_rows(dtype, n_dims, sides, n):
@@ -197,17 +198,18 @@ def test_compiled_build_gives_the_pure_jax_rows(dtype, n_dims, sides, n):
     coords = jnp.asarray(coords, dtype)
     excluded = np.array([[0, 1], [2, 7], [10, 11], [5, 120]], np.int32)
     finder = md.CellListNeighborFinder(1.2)
-    slots, cell_capacity, grid = finder.initial_capacity(coords, boundary, excluded)
-    assert grid is not None
+    capacity = finder.initial_capacity(coords, boundary, excluded)
+    slots, cell_capacity, grid = capacity.slots, capacity.cell_slots, capacity.grid
+    assert grid is not None and cells_module.native_available(coords)  # the compiled build is compared
     for k in (slots, 3):  # 3 slots: most rows overflow
-        compiled = neighbors_module._cell_build(coords, boundary, 1.2, excluded, k, cell_capacity, grid)
-        reference = neighbors_module._cell_build_jax(coords, boundary, 1.2, excluded, k, cell_capacity, grid)
+        compiled = cells_module.cell_build(coords, boundary, 1.2, excluded, k, cell_capacity, grid)
+        reference = cells_module.cell_build_jax(coords, boundary, 1.2, excluded, k, cell_capacity, grid)
         for got, want in zip(compiled, reference):
             np.testing.assert_array_equal(got, want)
-    count = neighbors_module._cell_build(coords, boundary, 1.2, excluded, slots, cell_capacity, grid, count_only=True)
+    count = cells_module.cell_build(coords, boundary, 1.2, excluded, slots, cell_capacity, grid, count_only=True)
     assert int(count) == int(reference[1]) > 3
     shifted = jnp.stack([coords, coords + 0.37])
-    batched = jax.vmap(lambda x: neighbors_module._cell_build(x, boundary, 1.2, excluded, slots, cell_capacity, grid))(shifted)
+    batched = jax.vmap(lambda x: cells_module.cell_build(x, boundary, 1.2, excluded, slots, cell_capacity, grid))(shifted)
     for b in range(2):
-        want = neighbors_module._cell_build_jax(shifted[b], boundary, 1.2, excluded, slots, cell_capacity, grid)
+        want = cells_module.cell_build_jax(shifted[b], boundary, 1.2, excluded, slots, cell_capacity, grid)
         np.testing.assert_array_equal(batched[0][b], want[0])

@@ -1,9 +1,18 @@
-"""The compiled Lennard-Jones kernels (diffmd.native) equal the pure-JAX kernel: energies,
-forces, reverse-mode cotangents (coordinates, σ, ε, box) and forward-mode tangents, in 2-D and
-3-D, float32 and float64, with every supported cutoff and box, and through whole simulations."""
+"""The compiled pair kernels (`diffmd.kernels`: C++ generated from each pair function's traced
+energy, all pairwise terms that share rows fused into one kernel) equal the pure-JAX kernel:
+energies, forces, reverse-mode cotangents (coordinates, per-atom parameters, the terms' float
+fields, box) and forward-mode tangents, in 2-D and 3-D, float32 and float64, with every cutoff
+and box, for the built-in pair potentials and user-defined ones, and through whole simulations.
+The generated code's elementary functions (`_native/vmath.h`, reached through
+`kernels.codegen`) agree with numpy, and a pair function the translation does not cover falls
+back to the pure-JAX kernel with a warning."""
 
+import ctypes
+import hashlib
+import re
 import subprocess
 import sys
+import warnings
 
 import equinox as eqx
 import jax
@@ -12,8 +21,9 @@ import numpy as np
 import pytest
 
 import diffmd as md
-from diffmd import native
 from diffmd.energy import energy_and_forces
+from diffmd.forces.lennard_jones import lennard_jones
+from diffmd.kernels import build, codegen, compiled, pairs
 
 CUTOFFS = [md.NoCutoff(), md.PlainCutoff(0.8), md.ShiftedPotentialCutoff(0.8), md.SwitchedCutoff(0.8, 0.6)]
 
@@ -21,15 +31,22 @@ CUTOFFS = [md.NoCutoff(), md.PlainCutoff(0.8), md.ShiftedPotentialCutoff(0.8), m
 def test_kernels_are_built_wherever_a_compiler_exists():
     """The test environment installs a toolchain (the `native` extra): a broken build must fail
     here rather than silently fall back to the slower kernel."""
-    if native._compiler() is None:
+    if build.compiler() is None:
         pytest.skip("no C++ compiler on this machine")
-    assert native.available()
+    assert build.available()
 
 
-needs_native = pytest.mark.skipif(not native.available(), reason="compiled kernels unavailable")
+needs_native = pytest.mark.skipif(not build.available(), reason="compiled kernels unavailable")
+
+# Per-atom parameters, drawn uniformly (charges with a random sign).
+PARAMETER_RANGES = {"sigma": (0.2, 0.3), "epsilon": (0.5, 1.5), "charge": (0.2, 0.6),
+                    "A": (800.0, 1200.0), "B": (9.0, 11.0), "C": (5e-3, 1.5e-2)}
 
 
-def _system(dtype, cutoff, n_dims=3, periodic=True, n=60, seed=0):
+def _system(dtype, cutoff=None, n_dims=3, periodic=True, n=60, seed=0, terms=None, params=("sigma", "epsilon"),
+            ranges=None):
+    """A jittered lattice of `n` atoms with the per-atom `params`, and the pair `terms`
+    (default: one LennardJones with `cutoff`)."""
     rng = np.random.default_rng(seed)
     side = (n / 10.0) ** (1 / n_dims)
     # jittered lattice: no near-coincident pairs, so forces stay O(1) and comparisons are sharp
@@ -38,18 +55,27 @@ def _system(dtype, cutoff, n_dims=3, periodic=True, n=60, seed=0):
     coords = (grid + 0.5) * (side / m) + rng.uniform(-0.05, 0.05, (n, n_dims))
     if not periodic:
         coords = coords + 5.0  # far from the origin: nothing relies on wrapping
-    atoms = md.Atoms(mass=jnp.ones(n, dtype), sigma=jnp.asarray(rng.uniform(0.2, 0.3, n), dtype),
-                     epsilon=jnp.asarray(rng.uniform(0.5, 1.5, n), dtype))
+    ranges = {**PARAMETER_RANGES, **(ranges or {})}
+    values = {}
+    for name in params:
+        values[name] = rng.uniform(*ranges[name], n)
+        if name == "charge":
+            values[name] = values[name] * rng.choice([-1.0, 1.0], n)
+    atoms = md.Atoms(mass=jnp.ones(n, dtype), **{k: jnp.asarray(v, dtype) for k, v in values.items()})
     boundary = md.RectangularBoundary(jnp.asarray(side * np.linspace(1.0, 1.1, n_dims), dtype)) if periodic \
         else md.NoBoundary(n_dims)
-    return md.System(atoms=atoms, coords=jnp.asarray(coords, dtype), boundary=boundary,
-                     pairwise_inters=(md.LennardJones(cutoff=cutoff),))
+    terms = (md.LennardJones(cutoff=cutoff),) if terms is None else tuple(terms)
+    return md.System(atoms=atoms, coords=jnp.asarray(coords, dtype), boundary=boundary, pairwise_inters=terms)
+
+
+def _loss_and_values(system, derivatives):
+    energy, forces = energy_and_forces(system, derivatives=derivatives)
+    weights = jnp.linspace(-1.0, 1.0, forces.size).reshape(forces.shape)
+    return 0.3 * energy + jnp.sum(weights * forces) + 1e-2 * jnp.sum(forces**2), (energy, forces)
 
 
 def _loss(system, derivatives):
-    energy, forces = energy_and_forces(system, derivatives=derivatives)
-    weights = jnp.linspace(-1.0, 1.0, forces.size).reshape(forces.shape)
-    return 0.3 * energy + jnp.sum(weights * forces) + 1e-2 * jnp.sum(forces**2)
+    return _loss_and_values(system, derivatives)[0]
 
 
 def _tangent(tree, seed=1):
@@ -58,8 +84,45 @@ def _tangent(tree, seed=1):
         lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype) if eqx.is_inexact_array(a) else a, tree)
 
 
-def _close(a, b, rtol):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
+def _close(a, b, rtol, err_msg=""):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * float(np.max(np.abs(b))),
+                               err_msg=err_msg)
+
+
+def _leaves(tree):
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def _check_against_pure_jax(system, rtol):
+    """Energy and forces, the gradient of a loss of both with respect to every float in the
+    System (coordinates, per-atom parameters, the terms' float fields, box) and its jax.jvp:
+    the compiled kernels (derivatives "reverse" and "forward") against the pure-JAX kernel
+    ("any"). Values come with the derivatives (`has_aux`), and the jvp's reference is the
+    pure-JAX gradient along the tangent: fewer reference passes (each compiles its own ops)."""
+    value_and_grad = jax.value_and_grad(_loss_and_values, has_aux=True)
+    (_, reference), grad_ref = value_and_grad(system, "any")
+    (_, values), grad = value_and_grad(system, "reverse")
+    tangent = _tangent(system)
+    (_, forward_values), jvp = eqx.filter_jvp(lambda s: _loss_and_values(s, "forward"), (system,), (tangent,))
+    for derivatives, got_values in (("reverse", values), ("forward", forward_values)):
+        for got, want in zip(got_values, reference):
+            assert got.dtype == want.dtype
+            _close(got, want, rtol, err_msg=derivatives)
+    for (path, got), (_, want) in zip(_leaves(grad), _leaves(grad_ref), strict=True):
+        _close(got, want, rtol, err_msg=path)
+    # the tangent's leaves that are arrays (float fields given as Python floats are constants)
+    jvp_ref = sum(np.vdot(np.asarray(g, np.float64), np.asarray(t, np.float64))
+                  for (_, g), (_, t) in zip(_leaves(grad_ref), _leaves(tangent), strict=True)
+                  if eqx.is_inexact_array(t))
+    _close(jvp[0], jvp_ref, rtol, err_msg="jvp")
+    return grad_ref
+
+
+def _kernel_of(system):
+    """The compiled kernel `energy_and_forces(..., derivatives="reverse")` takes for the
+    system's pairwise terms (None: the pure-JAX kernel)."""
+    fused = pairs.fuse(system.pairwise_inters, system.atoms, system.coords.dtype)
+    return pairs._kernel(fused, system.coords, system.boundary)
 
 
 @needs_native
@@ -68,32 +131,19 @@ def _close(a, b, rtol):
 @pytest.mark.parametrize("periodic", [True, False])
 @pytest.mark.parametrize("cutoff", CUTOFFS, ids=lambda c: type(c).__name__)
 def test_compiled_kernel_equals_pure_jax(dtype, n_dims, periodic, cutoff):
+    """Energies, forces, reverse-mode cotangents of coordinates, σ, ε and box (and every other
+    float of the System), forward-mode tangents."""
     system = _system(dtype, cutoff, n_dims, periodic)
-    assert native.lj_config(system.pairwise_inters[0], system.boundary, system.coords) is not None
-    rtol = 1e-11 if dtype == jnp.float64 else 2e-4
-    reference = energy_and_forces(system)
-    for derivatives in ("reverse", "forward"):
-        for got, want in zip(energy_and_forces(system, derivatives=derivatives), reference):
-            assert got.dtype == want.dtype
-            _close(got, want, rtol)
-
-    grad_ref = jax.grad(_loss)(system, "any")
-    grad = jax.grad(_loss)(system, "reverse")
-    for get in (lambda s: s.coords, lambda s: s.atoms.sigma, lambda s: s.atoms.epsilon):
-        _close(get(grad), get(grad_ref), rtol)
-    if periodic:
-        _close(grad.boundary.sides, grad_ref.boundary.sides, rtol)
-
-    tangent = _tangent(system)
-    _, jvp_ref = eqx.filter_jvp(lambda s: _loss(s, "any"), (system,), (tangent,))
-    _, jvp = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (tangent,))
-    _close(jvp, jvp_ref, rtol)
+    assert isinstance(_kernel_of(system), compiled.Kernel)
+    grad_ref = _check_against_pure_jax(system, 1e-11 if dtype == jnp.float64 else 2e-4)
+    must_move = [grad_ref.coords, grad_ref.atoms.sigma, grad_ref.atoms.epsilon]
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in must_move + ([grad_ref.boundary.sides] if periodic else []))
 
 
 @needs_native
 def test_compiled_kernel_under_vmap_equals_a_loop():
     systems = [_system(jnp.float64, md.ShiftedPotentialCutoff(0.8), seed=s) for s in range(3)]
-    leaves = lambda s: (s.coords, s.atoms.sigma, s.atoms.epsilon)  # noqa: E731
+    leaves = lambda s: (s.coords, s.atoms.per_atom["sigma"], s.atoms.per_atom["epsilon"])  # noqa: E731
     rebuild = lambda values: eqx.tree_at(leaves, systems[0], values)  # noqa: E731
     stacked = tuple(jnp.stack(parts) for parts in zip(*map(leaves, systems)))
     grads = jax.vmap(jax.grad(lambda values: _loss(rebuild(values), "reverse")))(stacked)
@@ -104,13 +154,16 @@ def test_compiled_kernel_under_vmap_equals_a_loop():
         _close(tangents[k], jax.jvp(lambda v: _loss(rebuild(v), "any"), (leaves(system),), (leaves(system),))[1], 1e-11)
 
 
-def test_unsupported_interactions_use_the_pure_jax_kernel():
+@needs_native
+def test_every_lennard_jones_variant_is_compiled():
+    """The variants the hand-written LJ kernel did not cover (shifted-force cutoff, force cap,
+    geometric mixing, soft spheres) get compiled kernels too, with the same answers in every
+    derivative mode."""
     system = _system(jnp.float64, md.ShiftedForceCutoff(0.8))
-    inter = system.pairwise_inters[0]
-    assert native.lj_config(inter, system.boundary, system.coords) is None
-    for other in (md.LennardJones(force_cap=100.0), md.LennardJones(mixing="geometric"), md.SoftSphere()):
-        assert native.lj_config(other, system.boundary, system.coords) is None
-    # and they still give the same answers in every derivative mode
+    others = [POTENTIALS[name][0][0] for name in ("lj-force-cap", "lj-geometric", "soft-sphere")]  # kernels shared
+    for other in [system.pairwise_inters[0]] + others:
+        variant = eqx.tree_at(lambda s: s.pairwise_inters, system, (other,))
+        assert isinstance(_kernel_of(variant), compiled.Kernel), other
     for derivatives in ("reverse", "forward"):
         _close(energy_and_forces(system, derivatives=derivatives)[1], energy_and_forces(system)[1], 1e-12)
 
@@ -121,7 +174,8 @@ def test_unknown_derivatives_mode_is_refused():
 
 
 class _PureJaxLennardJones(md.LennardJones):
-    """The same interaction under another type: the compiled kernel does not claim it."""
+    """The same interaction under another type, which the reference run keeps on the pure-JAX
+    kernel (see `test_gradients_through_simulations_equal_the_pure_jax_kernels`)."""
 
 
 def _fluid(sigma, lj_type=md.LennardJones):
@@ -142,14 +196,25 @@ def _run_loss(sigma, grad_mode, lj_type=md.LennardJones):
 
 
 @needs_native
-def test_gradients_through_simulations_equal_the_pure_jax_kernels():
+def test_gradients_through_simulations_equal_the_pure_jax_kernels(monkeypatch):
     """Value, jax.grad (reverse and checkpointed) and jax.jvp (forward) through a run with a
     neighbor list, with the compiled kernel and with the pure-JAX one."""
-    compiled = {mode: jax.value_and_grad(lambda s, m=mode: _run_loss(s, m))(1.0) for mode in ("reverse", "checkpointed")}
-    compiled["forward"] = jax.jvp(lambda s: _run_loss(s, "forward"), (1.0,), (1.0,))
-    assert native.lj_config(_PureJaxLennardJones(), md.CubicBoundary(4.4), jnp.zeros((2, 3))) is None
+    assert isinstance(_kernel_of(_fluid(1.0)), compiled.Kernel)
+    original, taken = pairs._kernel, []
+
+    def kernel(fused, *args, **kwargs):  # the reference's type stays on the pure-JAX kernel
+        chosen = None if "_PureJaxLennardJones" in fused.names else original(fused, *args, **kwargs)
+        taken.append((fused.names, chosen))
+        return chosen
+
+    monkeypatch.setattr(pairs, "_kernel", kernel)
+    compiled_runs = {mode: jax.value_and_grad(lambda s, m=mode: _run_loss(s, m))(1.0)
+                     for mode in ("reverse", "checkpointed")}
+    compiled_runs["forward"] = jax.jvp(lambda s: _run_loss(s, "forward"), (1.0,), (1.0,))
+    assert all(isinstance(k, compiled.Kernel) for name, k in taken if name == "LennardJones")
     reference = jax.value_and_grad(lambda s: _run_loss(s, "reverse", _PureJaxLennardJones))(1.0)
-    for mode, (value, derivative) in compiled.items():
+    assert ("_PureJaxLennardJones", None) in taken
+    for mode, (value, derivative) in compiled_runs.items():
         np.testing.assert_allclose(value, reference[0], rtol=1e-12, err_msg=mode)
         np.testing.assert_allclose(derivative, reference[1], rtol=1e-9, err_msg=mode)
     assert abs(float(reference[1])) > 1e-3
@@ -171,19 +236,25 @@ def test_failed_build_names_the_cause(tmp_path):
     assert strict.returncode != 0 and "DIFFMD_NATIVE=require" in strict.stderr and "failed" in strict.stderr
     lenient = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert lenient.returncode == 0, lenient.stderr
-    assert "using the pure-JAX pair kernel" in lenient.stderr
+    assert "using the pure-JAX kernels" in lenient.stderr
 
 
 @needs_native
 @pytest.mark.parametrize("cutoff", [md.ShiftedPotentialCutoff(0.8), md.SwitchedCutoff(0.8, 0.6)],
                          ids=lambda c: type(c).__name__)
 def test_forward_mode_with_one_tangent_for_all_atoms_parameters(cutoff):
-    """The JVP kernel's fast path for equal σ̇ (and ε̇) on every atom: the usual case of one
-    global parameter being differentiated."""
-    system = _system(jnp.float64, cutoff)
+    """The JVP kernel's fast path for equal tangents of every atom's parameters: the usual case
+    of one global parameter being differentiated. The kernel reads σ and √ε, so ε is the same
+    for all atoms here (equal ε̇ then gives equal tangents of √ε)."""
+    system = _system(jnp.float64, cutoff, ranges={"epsilon": (1.2, 1.2)})
     tangent = _tangent(system)
-    tangent = eqx.tree_at(lambda s: (s.atoms.sigma, s.atoms.epsilon), tangent,
+    tangent = eqx.tree_at(lambda s: (s.atoms.per_atom["sigma"], s.atoms.per_atom["epsilon"]), tangent,
                           (jnp.full_like(system.atoms.sigma, 0.7), jnp.full_like(system.atoms.epsilon, -0.3)))
+    # the tangents of the kernel's per-atom inputs are uniform: the fast path is taken
+    _, params_dot = jax.jvp(lambda a: pairs.fuse(system.pairwise_inters, a, jnp.float64).params,
+                            (system.atoms,), (tangent.atoms,))
+    for row in params_dot:
+        assert np.all(np.asarray(row) == np.asarray(row)[0]) and np.asarray(row)[0] != 0
     _, want = eqx.filter_jvp(lambda s: _loss(s, "any"), (system,), (tangent,))
     _, got = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (tangent,))
     _close(got, want, 1e-11)
@@ -206,3 +277,401 @@ def test_nan_coordinates_reach_energy_forces_and_gradients(cutoff):
     assert np.isnan(grad.coords).any() and np.isnan(grad.atoms.sigma).any()
     _, tangent = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (_tangent(system),))
     assert np.isnan(tangent)
+
+
+# ---- every kind of pair potential ------------------------------------------------------------
+
+
+class Buckingham(md.PairwiseInteraction):
+    """A user-defined potential with per-atom parameters of its own: A e^(−B r) − C/r⁶."""
+
+    cutoff: md.Cutoff = md.NoCutoff()
+    use_neighbors: bool = eqx.field(static=True, default=False)
+    atom_params = ("A", "B", "C")
+
+    def energy(self, r, p_i, p_j):
+        a, b, c = jnp.sqrt(p_i.A * p_j.A), 0.5 * (p_i.B + p_j.B), jnp.sqrt(p_i.C * p_j.C)
+        return a * jnp.exp(-b * r) - c / r**6
+
+
+class SoftPush(md.PairwiseForce):
+    """A user-defined force-only term: a repulsion that vanishes at the cutoff."""
+
+    cutoff: md.Cutoff = md.PlainCutoff(0.8)
+    strength: float = 2.0
+    atom_params = ("sigma",)
+
+    def force(self, r, p_i, p_j):
+        s = 0.5 * (p_i.sigma + p_j.sigma)
+        return self.strength * (s / r) ** 4 * (1.0 - r / 0.8)
+
+
+class Elementary(md.PairwiseInteraction):
+    """A pair function that uses the elementary functions of the generated code (exp, log, pow,
+    expm1, log1p, logistic; tanh in `Tanh`) and a `where`."""
+
+    cutoff: md.Cutoff = md.ShiftedPotentialCutoff(0.8)
+    strength: float = 1.3
+    power: float = 3.7
+    atom_params = ("sigma", "epsilon")
+
+    def energy(self, r, p_i, p_j):
+        s, e = 0.5 * (p_i.sigma + p_j.sigma), jnp.sqrt(p_i.epsilon * p_j.epsilon)
+        x = s / r
+        v = (jnp.exp(-r / s) * jnp.log(1.0 + x) + jnp.power(x, self.power) + jnp.expm1(-r) * jnp.log1p(x * x)
+             + jnp.where(r < 1.5 * s, x**2, jnp.sqrt(x)) + jax.nn.sigmoid(3.0 * (r - e)))
+        return self.strength * e * v
+
+
+class Tanh(md.PairwiseInteraction):
+    """A pair function with a tanh: a smoothed step."""
+
+    cutoff: md.Cutoff = md.ShiftedPotentialCutoff(0.8)
+    width: float = 0.1
+    atom_params = ("sigma", "epsilon")
+
+    def energy(self, r, p_i, p_j):
+        s, e = 0.5 * (p_i.sigma + p_j.sigma), jnp.sqrt(p_i.epsilon * p_j.epsilon)
+        return e * (1.0 - jnp.tanh((r - 2.0 * s) / self.width))
+
+
+# name: (terms, per-atom parameters, parameter ranges, gradients that must not vanish — besides
+# the coordinates', the box's and those of the per-atom parameters: (term index, field)).
+# LennardJones with Lorentz-Berthelot mixing: `test_compiled_kernel_equals_pure_jax`.
+POTENTIALS = {
+    "lj-geometric": ((md.LennardJones(cutoff=md.PlainCutoff(0.8), mixing="geometric"),), ("sigma", "epsilon"), {}, ()),
+    "lj-force-cap": ((md.LennardJones(cutoff=md.ShiftedPotentialCutoff(0.8), force_cap=50.0),), ("sigma", "epsilon"),
+                     {"sigma": (0.35, 0.45)}, ()),
+    "coulomb": ((md.Coulomb(coulomb_const=1.7),), ("charge",), {}, ((0, "coulomb_const"),)),
+    "coulomb-shifted": ((md.Coulomb(cutoff=md.ShiftedPotentialCutoff(0.8), coulomb_const=1.7),), ("charge",), {},
+                        ((0, "coulomb_const"),)),
+    "coulomb-plain": ((md.Coulomb(cutoff=md.PlainCutoff(0.8), coulomb_const=1.7),), ("charge",), {},
+                      ((0, "coulomb_const"),)),
+    "reaction-field": ((md.CoulombReactionField(distance=0.8, coulomb_const=1.7),), ("charge",), {},
+                       ((0, "coulomb_const"), (0, "solvent_dielectric"))),
+    "soft-sphere": ((md.SoftSphere(cutoff=md.SwitchedCutoff(0.8, 0.6)),), ("sigma", "epsilon"), {}, ()),
+    "mie": ((md.Mie(n=10.0, m=5.5, cutoff=md.ShiftedForceCutoff(0.8)),), ("sigma", "epsilon"), {},
+            ((0, "n"), (0, "m"))),
+    "lj+coulomb": ((md.LennardJones(cutoff=md.ShiftedPotentialCutoff(0.7)),
+                    md.Coulomb(cutoff=md.ShiftedPotentialCutoff(0.8), coulomb_const=1.7)),
+                   ("sigma", "epsilon", "charge"), {}, ((1, "coulomb_const"),)),
+    "buckingham": ((Buckingham(cutoff=md.ShiftedPotentialCutoff(0.8)),), ("A", "B", "C"), {}, ()),
+    "pairwise-force": ((SoftPush(),), ("sigma",), {}, ((0, "strength"),)),
+    "elementary-functions": ((Elementary(),), ("sigma", "epsilon"), {}, ((0, "strength"), (0, "power"))),
+    "tanh": ((Tanh(),), ("sigma", "epsilon"), {}, ((0, "width"),)),
+}
+
+
+def _with_array_fields(terms, dtype):
+    """The terms with their float fields as arrays of `dtype` (so forward mode reaches them too)."""
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype) if isinstance(leaf, float) else leaf, terms)
+
+
+def _potential_system(name, dtype):
+    terms, params, ranges, _ = POTENTIALS[name]
+    return _system(dtype, terms=_with_array_fields(terms, dtype), params=params, ranges=ranges)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("name", list(POTENTIALS))
+def test_pair_potentials_equal_pure_jax(name, dtype):
+    """Energy, forces, the gradient of a loss of both with respect to every float in the System
+    (coordinates, per-atom parameters, the terms' float fields, box) and its jax.jvp."""
+    system = _potential_system(name, dtype)
+    assert isinstance(_kernel_of(system), compiled.Kernel)
+    grad_ref = _check_against_pure_jax(system, 1e-11 if dtype == jnp.float64 else 2e-4)
+    must_move = [grad_ref.coords, grad_ref.boundary.sides] + [grad_ref.atoms[p] for p in POTENTIALS[name][1]]
+    must_move += [getattr(grad_ref.pairwise_inters[k], field) for k, field in POTENTIALS[name][3]]
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in must_move)
+
+
+@needs_native
+def test_force_cap_is_active():
+    """The force-cap case above compares something: pairs on the capped wall exist."""
+    capped = _potential_system("lj-force-cap", jnp.float64)
+    plain = md.LennardJones(cutoff=md.ShiftedPotentialCutoff(0.8))
+    uncapped = eqx.tree_at(lambda s: s.pairwise_inters, capped, (plain,))
+    for derivatives in ("any", "reverse"):
+        forces = energy_and_forces(capped, derivatives=derivatives)[1]
+        assert float(jnp.max(jnp.abs(forces - energy_and_forces(uncapped)[1]))) > 1.0
+
+
+@needs_native
+def test_pairwise_terms_are_fused_into_one_kernel():
+    """LennardJones and Coulomb over the same rows: one pass of one compiled kernel, whatever
+    derivative is taken."""
+    system = _potential_system("lj+coulomb", jnp.float64)
+    assert isinstance(_kernel_of(system), compiled.Kernel)
+
+    def loss(coords, derivatives):
+        return _loss(eqx.tree_at(lambda s: s.coords, system, coords), derivatives)
+
+    calls = lambda f: re.findall(r"@(diffmd_pair_\w+)\(", jax.jit(f).lower(system.coords).as_text())  # noqa: E731
+    assert sorted(calls(jax.grad(lambda c: loss(c, "reverse")))) == ["diffmd_pair_forward_f64", "diffmd_pair_vjp_f64"]
+    assert calls(lambda c: jax.jvp(lambda x: loss(x, "forward"), (c,), (c,))[1]) == ["diffmd_pair_jvp_f64"]
+
+
+# ---- the generated code's elementary functions ----------------------------------------------
+
+_UNARY = {"exp": (jnp.exp, np.exp), "log": (jnp.log, np.log), "expm1": (jnp.expm1, np.expm1),
+          "log1p": (jnp.log1p, np.log1p), "tanh": (jnp.tanh, np.tanh),
+          "logistic": (jax.nn.sigmoid, lambda x: 1 / (1 + np.exp(-x)))}
+_CTYPE = {np.float32: "float", np.float64: "double"}
+
+
+@pytest.fixture(scope="module")
+def vmath_library():
+    """The elementary functions as `codegen.emit` translates them (each a one-primitive jaxpr),
+    in vectorised loops, compiled with the kernels' flags; cached like the kernels."""
+    if build.compiler() is None:
+        pytest.skip("no C++ compiler on this machine")
+    parts = ['#include <cmath>\n#include <cstdint>\n#include <limits>\n#include "vmath.h"\n'
+             "namespace vm = diffmd::vmath;\nextern \"C\" {"]
+    functions = {name: (f, 1) for name, (f, _) in _UNARY.items()} | {"pow": (jnp.power, 2)}
+    for dtype, ctype in _CTYPE.items():
+        for name, (f, arity) in functions.items():
+            lines, (out,) = codegen.emit(jax.make_jaxpr(f)(*[jax.ShapeDtypeStruct((), dtype)] * arity),
+                                         ["x0", "x1"][:arity], "v")
+            body = "\n".join("    " + line for line in lines)
+            parts.append(f"void {name}_{ctype}(const {ctype}* a, const {ctype}* b, {ctype}* out, int64_t n) {{\n"
+                         "#pragma omp simd\n  for (int64_t i = 0; i < n; ++i) {\n"
+                         f"    const {ctype} x0 = a[i];\n    const {ctype} x1 = b[i];\n{body}\n    out[i] = {out};\n"
+                         "  }\n}")
+    source = "\n".join(parts + ["}"]) + "\n"
+    command = build.compiler() + list(build._flags(tuple(build.compiler()))) + [f"-I{build.NATIVE_DIR}"]
+    key = hashlib.sha256((source + " ".join(command)).encode() + (build.NATIVE_DIR / "vmath.h").read_bytes())
+    path = build.cache_dir() / f"vmath_test-{key.hexdigest()[:16]}.so"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source_path = path.with_suffix(".cc")
+        source_path.write_text(source)
+        tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp")
+        result = subprocess.run(command + [str(source_path), "-o", str(tmp)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        tmp.replace(path)
+    library = ctypes.CDLL(str(path))
+
+    def call(name, dtype, x, y=None):
+        x = np.ascontiguousarray(x, dtype)
+        y = np.ascontiguousarray(x if y is None else y, dtype)
+        out = np.empty_like(x)
+        fn = getattr(library, f"{name}_{_CTYPE[dtype]}")
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
+        fn(x.ctypes.data, y.ctypes.data, out.ctypes.data, x.size)
+        return out
+
+    return call
+
+
+def _ulps(got, exact, dtype):
+    """|got − exact| in units in the last place of the exact value rounded to `dtype`;
+    results below the smallest normal number may be flushed to zero (as XLA's CPU code)."""
+    exact = np.asarray(exact, np.longdouble)
+    spacing = np.spacing(np.abs(exact.astype(dtype))).astype(np.longdouble)
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(np.asarray(got, np.longdouble) - exact) / spacing
+    flushed = (np.abs(exact) < np.finfo(dtype).tiny) & (got == 0)
+    return np.where(flushed | (got == exact), 0.0, error)
+
+
+def _wide(name, dtype, rng, size=200_000):
+    """Inputs over the whole range where the result is a normal number, dense near 0 and 1."""
+    fi = np.finfo(dtype)
+    top = float(np.log(fi.max))  # ≈ 88.7 (float32), 709.8 (float64)
+    bottom = float(np.log(fi.tiny))
+    sign = rng.choice([-1.0, 1.0], size)
+    tiny = sign * 10.0 ** rng.uniform(np.log10(fi.tiny), -1, size)  # down to the smallest normal
+    near = rng.uniform(-1, 1, size)
+    if name in ("exp", "logistic"):
+        return np.concatenate([rng.uniform(bottom, top, size), near, tiny])
+    if name == "expm1":
+        return np.concatenate([rng.uniform(-60, 0.9 * top, size), near, tiny])  # overflow: below
+    if name == "log":
+        return np.concatenate([10.0 ** rng.uniform(np.log10(fi.tiny), np.log10(fi.max), size),
+                               1 + 10.0 ** rng.uniform(-7, -1, size) * sign, rng.uniform(0.5, 2, size)])
+    if name == "log1p":
+        return np.concatenate([10.0 ** rng.uniform(-3, 0.9 * np.log10(fi.max), size),  # overflow: below
+                               -(10.0 ** rng.uniform(np.log10(fi.tiny), -1e-3, size)), near, tiny])
+    if name == "tanh":
+        return np.concatenate([rng.uniform(-25, 25, size), near, tiny])
+    raise ValueError(name)
+
+
+# Largest error allowed (ulp; measured on ~10^6 points): exp and log 2 (as vmath.h says); the functions built
+# on them compound their errors (measured: logistic 2.3, expm1 and log1p 3.5, tanh 4.5 — XLA's own
+# tanh is 4.2 (float32) and 3.5 (float64)).
+ULPS = {"exp": 2.0, "log": 2.0, "logistic": 2.5, "expm1": 4.0, "log1p": 4.0, "tanh": 5.0}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(ULPS))
+def test_elementary_functions_agree_with_numpy(vmath_library, name, dtype):
+    """Over the whole range of arguments with a normal result, near 0 and 1, and tiny ones."""
+    rng = np.random.default_rng(7)
+    x = _wide(name, dtype, rng).astype(dtype)
+    got = vmath_library(name, dtype, x)
+    exact = _UNARY[name][1](x.astype(np.longdouble))
+    error = _ulps(got, exact, dtype)
+    worst = int(np.argmax(error))
+    assert error[worst] <= ULPS[name], \
+        f"{name}({x[worst]!r}) = {got[worst]!r}, exact {exact[worst]!r}: {error[worst]} ulp"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_pow_agrees_with_numpy(vmath_library, dtype):
+    """x^y = exp(y log x): the rounding of y·log x is amplified by |y log x| (as in any pow
+    without extra precision), so the bound grows with it; within 2.5 ulp where it is ≲ 1."""
+    rng = np.random.default_rng(8)
+    x = (10.0 ** rng.uniform(-3, 3, 10**6)).astype(dtype)
+    y = rng.uniform(-10, 10, 10**6).astype(dtype)
+    x[:1000] *= -1  # negative bases with integral exponents: ±|x|^y
+    y[:1000] = np.round(y[:1000])
+    got = vmath_library("pow", dtype, x, y)
+    exact = np.power(x.astype(np.longdouble), y.astype(np.longdouble))
+    error = _ulps(got, exact, dtype)
+    z = np.abs(y.astype(np.float64) * np.log(np.abs(x.astype(np.float64))))
+    assert np.max(error / (1 + z)) <= 2.5
+    assert np.max(error[z < 1]) <= 2.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["expm1", "log1p"])
+def test_elementary_functions_do_not_overflow_below_the_largest_number(vmath_library, name, dtype):
+    """expm1(x) is finite up to log(max) and log1p(x) for every finite x."""
+    fi = np.finfo(dtype)
+    if name == "expm1":
+        x = np.linspace(0.95 * np.log(fi.max), np.log(fi.max) * (1 - 4 * fi.eps), 10001).astype(dtype)
+    else:
+        with np.errstate(over="ignore"):
+            x = np.geomspace(float(fi.max) ** 0.95, float(fi.max), 10001).astype(dtype)
+    got = vmath_library(name, dtype, x)
+    exact = _UNARY[name][1](x.astype(np.longdouble))
+    assert np.all(np.isfinite(x)) and np.all(np.isfinite(exact.astype(dtype)))
+    bad = ~np.isfinite(got)
+    assert not bad.any(), f"{name} overflows from x = {x[bad].min()!r} (exact result {exact[bad][0]!r})"
+    assert np.max(_ulps(got, exact, dtype)) <= ULPS[name]
+
+
+def _same(got, want, ulps):
+    """Equal values (NaN equals NaN, zeros of the same sign), or finite and nonzero within
+    `ulps`; a result below the smallest normal number may be flushed to zero."""
+    got, want = np.asarray(got), np.asarray(want)
+    exact = (got == want) & (np.signbit(got) == np.signbit(want))
+    with np.errstate(all="ignore"):
+        close = (np.isfinite(want) & (want != 0) & (np.sign(got) == np.sign(want))
+                 & (np.abs(got.astype(np.float64) - want) <= ulps * np.spacing(np.abs(want))))
+    with np.errstate(all="ignore"):
+        flushed = (np.abs(want) - ulps * np.spacing(np.abs(want)) < np.finfo(want.dtype).tiny) & (got == 0)
+    return exact | (np.isnan(got) & np.isnan(want)) | close | flushed
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(ULPS) + ["pow"])
+def test_elementary_functions_special_values(vmath_library, name, dtype):
+    """0, ±1, ±∞, NaN, the smallest normal and subnormal numbers, the largest number, and
+    arguments beyond the range: as numpy or the pure-JAX kernel (XLA, which reads subnormal
+    arguments as zero), within the accuracy of the tests above."""
+    fi = np.finfo(dtype)
+    special = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, np.inf, -np.inf, np.nan, fi.tiny, -fi.tiny,
+                        fi.smallest_subnormal, -fi.smallest_subnormal, fi.max, -fi.max, 1e-30, -1e-30, 100.0,
+                        -100.0, 1000.0, -1000.0, 3.0, -3.0], dtype)
+    if name == "pow":
+        x, y = (a.ravel() for a in np.meshgrid(special, special))
+        got = vmath_library(name, dtype, x, y)
+        with np.errstate(all="ignore"):
+            want = np.power(x, y)
+        xla = np.asarray(jax.jit(jnp.power)(x, y))
+        args = list(zip(x, y))
+        with np.errstate(all="ignore"):
+            ulps = 2.5 * (1 + np.abs(y.astype(np.float64) * np.log(np.abs(x.astype(np.float64)))))
+    else:
+        got = vmath_library(name, dtype, special)
+        with np.errstate(all="ignore"):
+            want = _UNARY[name][1](special).astype(dtype)
+        xla = np.asarray(jax.jit(_UNARY[name][0])(special))
+        args = list(special)
+        ulps = ULPS[name]
+    bad = ~(_same(got, want, ulps) | _same(got, xla, ulps))
+    assert not bad.any(), "(argument, vmath, numpy, XLA): " + ", ".join(
+        f"({a}, {g}, {w}, {j})" for a, g, w, j, b in zip(args, got, want, xla, bad) if b)
+
+
+# ---- what the translation does not cover ------------------------------------------------------
+
+
+class _WithWhileLoop(md.PairwiseInteraction):
+    """σ_ij by three Newton steps for √(σ_i σ_j) in a while loop (no reverse mode in JAX)."""
+
+    cutoff: md.Cutoff = md.ShiftedPotentialCutoff(0.8)
+    atom_params = ("sigma", "epsilon")
+
+    def energy(self, r, p_i, p_j):
+        product = p_i.sigma * p_j.sigma
+        sigma = jax.lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, 0.5 * (c[1] + product / c[1])),
+                                   (0, 0.5 * (p_i.sigma + p_j.sigma)))[1]
+        return lennard_jones(r, sigma, jnp.sqrt(p_i.epsilon * p_j.epsilon))
+
+
+class _WithForLoop(md.PairwiseInteraction):
+    """The same with a fixed number of steps (a scan: reverse mode works)."""
+
+    cutoff: md.Cutoff = md.ShiftedPotentialCutoff(0.8)
+    atom_params = ("sigma", "epsilon")
+
+    def energy(self, r, p_i, p_j):
+        product = p_i.sigma * p_j.sigma
+        sigma = jax.lax.fori_loop(0, 3, lambda k, s: 0.5 * (s + product / s), 0.5 * (p_i.sigma + p_j.sigma))
+        return lennard_jones(r, sigma, jnp.sqrt(p_i.epsilon * p_j.epsilon))
+
+
+class _WithErfInv(md.PairwiseInteraction):
+    """A primitive without a C++ translation (erf_inv)."""
+
+    cutoff: md.Cutoff = md.ShiftedPotentialCutoff(0.8)
+    atom_params = ("sigma", "epsilon")
+
+    def energy(self, r, p_i, p_j):
+        sigma = 0.5 * (p_i.sigma + p_j.sigma)
+        return jnp.sqrt(p_i.epsilon * p_j.epsilon) * jax.scipy.special.erfinv(0.9 * jnp.exp(-r / sigma))
+
+
+class _WithSort(md.PairwiseInteraction):
+    """The smaller σ of the two atoms by sorting (an array inside the pair function)."""
+
+    cutoff: md.Cutoff = md.ShiftedPotentialCutoff(0.8)
+    atom_params = ("sigma", "epsilon")
+
+    def energy(self, r, p_i, p_j):
+        sigma = jnp.sort(jnp.stack(jnp.broadcast_arrays(p_i.sigma, p_j.sigma)), axis=0)[0]
+        return lennard_jones(r, sigma, jnp.sqrt(p_i.epsilon * p_j.epsilon))
+
+
+@needs_native
+@pytest.mark.parametrize("term, named, reverse", [
+    (_WithWhileLoop(), "while", False), (_WithForLoop(), "scan", True), (_WithErfInv(), "erf_inv", True),
+    (_WithSort(), "sort|non-scalar", True),
+], ids=lambda v: type(v).__name__ if isinstance(v, md.PairwiseInteraction) else None)
+def test_unsupported_pair_function_falls_back_to_pure_jax(monkeypatch, term, named, reverse):
+    """A pair function with a primitive the translation does not cover runs on the pure-JAX
+    kernel, with a RuntimeWarning naming the term and the primitive, and gives the same values
+    and derivatives."""
+    monkeypatch.setattr(pairs, "_WARNED", set())  # warned once per process: here, every time
+    system = _system(jnp.float64, terms=(term,))
+    with pytest.warns(RuntimeWarning, match=f"{type(term).__name__} runs on the pure-JAX pair kernel.*({named})"):
+        assert _kernel_of(system) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = energy_and_forces(system)
+        for derivatives in ("reverse", "forward"):
+            for got, want in zip(energy_and_forces(system, derivatives=derivatives), reference):
+                _close(got, want, 1e-12, err_msg=derivatives)
+        tangent = _tangent(system)
+        _, jvp_ref = eqx.filter_jvp(lambda s: _loss(s, "any"), (system,), (tangent,))
+        _, jvp = eqx.filter_jvp(lambda s: _loss(s, "forward"), (system,), (tangent,))
+        _close(jvp, jvp_ref, 1e-11)
+        if reverse:
+            grad_ref = jax.grad(_loss)(system, "any")
+            grad = jax.grad(_loss)(system, "reverse")
+            for (path, got), (_, want) in zip(_leaves(grad), _leaves(grad_ref), strict=True):
+                _close(got, want, 1e-11, err_msg=path)

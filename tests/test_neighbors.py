@@ -94,15 +94,15 @@ def test_pair_set_equals_brute_force(n_dims):
     excluded = system.excluded_pairs().array
     count = int(finder.count_neighbors(system.coords, boundary, excluded))
     assert count == max_row_count(expected, n)
-    nl = finder.build(system.coords, boundary, excluded, capacity=count + 7)
+    nl = finder.build(system.coords, boundary, excluded, md.Capacity(count + 7))
     assert listed_pairs(nl) == expected
     assert int(nl.max_count) == count and not bool(nl.overflowed)
     # exact capacity: still complete, not overflowed
-    nl = finder.build(system.coords, boundary, excluded, capacity=count)
+    nl = finder.build(system.coords, boundary, excluded, md.Capacity(count))
     assert listed_pairs(nl) == expected and not bool(nl.overflowed)
     # one slot short: flagged as overflowed (the most crowded atom lost a neighbor, and the
     # list says so)
-    nl = finder.build(system.coords, boundary, excluded, capacity=count - 1)
+    nl = finder.build(system.coords, boundary, excluded, md.Capacity(count - 1))
     assert bool(nl.overflowed) and int(np.sum(np.asarray(nl.mask))) < 2 * len(expected)
 
 
@@ -117,7 +117,7 @@ def test_asymmetric_eligible_and_open_boundary():
     finder = md.DistanceNeighborFinder(1.0, eligible=eligible)
     system = md.System(atoms=md.Atoms.uniform(n, mass=1.0), coords=jnp.asarray(coords),
                        boundary=md.NoBoundary(n_dims=2), neighbor_finder=finder)
-    nl = finder.build(system.coords, system.boundary, system.excluded_pairs().array, capacity=200)
+    nl = finder.build(system.coords, system.boundary, system.excluded_pairs().array, md.Capacity(200))
     expected = brute_force_pairs(coords, None, 1.0, eligible=eligible)
     assert listed_pairs(nl) == expected
     assert not any(0 in p for p in expected) and (3, 7) not in expected
@@ -133,7 +133,7 @@ def test_simulate_builds_the_brute_force_list():
         neighbor_finder=md.DistanceNeighborFinder(2.3), exclusions=[(0, 1), (5, 4)], units=md.REDUCED_UNITS)
     nl = md.simulate(system, md.VelocityVerlet(0.005), 0).state.neighbors
     assert listed_pairs(nl) == brute_force_pairs(coords, np.full(3, 4.8), 2.3, [(0, 1), (4, 5)])
-    assert nl.capacity >= int(nl.max_count)
+    assert nl.capacity.slots >= int(nl.max_count)
 
 
 # ---- overflow -----------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_overflow_eager_reallocates_and_matches_ample_capacity():
                        md.VelocityVerlet(DT), 40)
     needed = int(ample.state.neighbors.max_count)
     assert needed > 4
-    assert tiny.state.neighbors.capacity >= needed  # reallocated
+    assert tiny.state.neighbors.capacity.slots >= needed  # reallocated
     assert not bool(tiny.state.neighbors.overflowed)
     np.testing.assert_allclose(tiny.coords, ample.coords, rtol=0, atol=1e-12)
     np.testing.assert_allclose(tiny.velocities, ample.velocities, rtol=0, atol=1e-12)
@@ -210,7 +210,7 @@ def test_no_integer_leaves_and_grad_wrt_system():
         return md.System(
             atoms=md.Atoms(jnp.ones(n), sigma=sigma, epsilon=jnp.ones(n)), coords=COORDS_2D, velocities=VEL_2D,
             boundary=BOX_2D, pairwise_inters=(md.LennardJones(use_neighbors=True, cutoff=md.ShiftedForceCutoff(2.5)),),
-            specific_inters=([md.HarmonicBond(0, 1, 1.5, 10.0)],), neighbor_finder=md.DistanceNeighborFinder(3.0),
+            bonded_inters=([md.HarmonicBond(0, 1, 1.5, 10.0)],), neighbor_finder=md.DistanceNeighborFinder(3.0),
             exclusions=[(0, 1)], units=md.REDUCED_UNITS)
 
     system = make(jnp.ones(n))
@@ -226,7 +226,7 @@ def test_no_integer_leaves_and_grad_wrt_system():
     assert isinstance(grad, md.System)
     for leaf in jax.tree_util.tree_leaves(grad):
         assert np.all(np.isfinite(leaf))
-    for leaf in (grad.atoms.sigma, grad.coords, grad.velocities, grad.specific_inters[0].r0):
+    for leaf in (grad.atoms.sigma, grad.coords, grad.velocities, grad.bonded_inters[0].r0):
         assert float(jnp.abs(leaf).sum()) > 0
     direction = jax.random.normal(jax.random.PRNGKey(5), (n,))
     h = 1e-5
@@ -244,7 +244,7 @@ def test_with_capacity_keeps_everything_else():
     system = lj_fluid(COORDS_2D, VEL_2D, BOX_2D, sized)
     nl = md.simulate(system, md.VelocityVerlet(DT), 0).state.neighbors
     # 25 atoms: at most 24 neighbors each, so the 50 slots asked for are clamped to 24
-    assert nl.capacity == N_SIDE**2 - 1 and (0, 1) not in listed_pairs(nl)
+    assert nl.capacity.slots == N_SIDE**2 - 1 and (0, 1) not in listed_pairs(nl)
 
 
 @settings(max_examples=12, deadline=None)  # each new shape compiles (~1 s): the suite's time budget

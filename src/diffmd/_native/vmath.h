@@ -2,9 +2,11 @@
 //
 // libm's exp and log are calls the compiler cannot vectorise, so a loop over a row's pairs that
 // calls them runs one pair at a time. These are branch-free (selects only) and inline, so a
-// `#pragma omp simd` loop keeps all 16 (float) or 8 (double) lanes busy. Accuracy: within 2 ulp
-// of the correctly rounded result for normal inputs (tests/test_kernels.py compares them with
-// numpy on 10^6 points); subnormal results flush to zero, as XLA's CPU code does.
+// `#pragma omp simd` loop keeps all 16 (float) or 8 (double) lanes busy. Accuracy: a few ulp of
+// the correctly rounded result for normal inputs (tests/test_kernels.py compares them with
+// numpy over wide ranges and special values); subnormal results flush to zero, as XLA's CPU
+// code does. Measured: exp 0.9 ulp, log 1.9, logistic 2.3, expm1 and log1p 3.5, tanh 4.5 (XLA's
+// own tanh: 4.2), pow within 2.5·(1 + |y ln x|).
 //
 //   exp(x)   = 2^k · p(r),  k = round(x / ln 2),  r = x − k ln 2 (Cody–Waite, two parts),
 //              p the Taylor polynomial of e^r on |r| ≤ ln 2 / 2 (degree 13 double, 7 float).
@@ -147,16 +149,19 @@ inline T Log(T x) {
   return x != x ? x : result;
 }
 
-// x^y as exp(y log x) for x > 0; x = 0 gives 0 (y > 0), 1 (y = 0) or inf (y < 0); x < 0 gives
-// ±|x|^y for integral y and NaN otherwise (as jax.lax.pow).
+// x^y as exp(y log|x|), with the special values of jax.lax.pow (C's pow): x^0 = 1, 1^y = 1, a
+// negative x gives ±|x|^y for integral y and NaN otherwise, ±0 and ±inf follow the sign rules.
 template <typename T>
 inline T Pow(T x, T y) {
   const T ax = std::fabs(x);
   T result = Exp(y * Log(ax));
-  const bool integral = std::nearbyint(y) == y;
+  const bool finite_y = std::isfinite(y);
+  const bool integral = finite_y && std::nearbyint(y) == y;
   const bool odd = integral && std::nearbyint(y * T(0.5)) != y * T(0.5);
-  result = x < T(0) ? (integral ? (odd ? -result : result) : std::numeric_limits<T>::quiet_NaN()) : result;
-  result = x == T(0) ? (y > T(0) ? T(0) : (y == T(0) ? T(1) : std::numeric_limits<T>::infinity())) : result;
+  const bool negative = std::signbit(x);
+  result = negative && odd ? -result : result;
+  result = (x < T(0) && std::isfinite(x) && finite_y && !integral) ? std::numeric_limits<T>::quiet_NaN() : result;
+  result = x == T(1) || (x == T(-1) && std::isinf(y)) ? T(1) : result;  // 1^y = (−1)^±inf = 1
   return y == T(0) ? T(1) : result;
 }
 
@@ -167,7 +172,7 @@ inline T Expm1(T x) {
   const T um1 = u - T(1);
   const T lu = Log(u);
   const T safe = (um1 == T(0) || lu == T(0)) ? T(1) : lu;
-  T result = um1 * x / safe;
+  T result = um1 * (x / safe);  // (x / log u) first: um1·x overflows before the result does
   result = um1 == T(0) ? x : result;
   result = u == std::numeric_limits<T>::infinity() ? u : result;
   return um1 == T(-1) ? T(-1) : result;
@@ -179,7 +184,7 @@ inline T Log1p(T x) {
   const T u = T(1) + x;
   const T um1 = u - T(1);
   const T safe = um1 == T(0) ? T(1) : um1;
-  T result = Log(u) * x / safe;
+  T result = Log(u) * (x / safe);
   result = um1 == T(0) ? x : result;
   return u == std::numeric_limits<T>::infinity() ? u : result;
 }
@@ -189,7 +194,15 @@ inline T Tanh(T x) {
   const T ax = std::fmin(std::fabs(x), T(sizeof(T) == 8 ? 20.0 : 10.0));  // tanh = ±1 beyond
   const T e = Expm1(T(2) * ax);
   const T t = e / (e + T(2));
-  return std::copysign(t, x);
+  return x != x ? x : std::copysign(t, x);
+}
+
+template <typename To, typename From>
+inline To BitCast(From x) {
+  static_assert(sizeof(To) == sizeof(From), "BitCast between types of different sizes");
+  To out;
+  std::memcpy(&out, &x, sizeof(To));
+  return out;
 }
 
 template <typename T>

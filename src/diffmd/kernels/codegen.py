@@ -42,6 +42,11 @@ _CTYPES = {
     np.dtype(np.int32): "int32_t",
     np.dtype(np.int64): "int64_t",
     np.dtype(np.uint32): "uint32_t",
+    np.dtype(np.int8): "int8_t",
+    np.dtype(np.uint8): "uint8_t",
+    np.dtype(np.int16): "int16_t",
+    np.dtype(np.uint16): "uint16_t",
+    np.dtype(np.uint64): "uint64_t",
 }
 
 _UNARY = {
@@ -74,8 +79,9 @@ _UNARY = {
     "floor": "std::floor({0})",
     "ceil": "std::ceil({0})",
     "square": "({0} * {0})",
+    "one_minus_square": "({t}(1) - {0} * {0})",
     "sign": "{t}(({0} > {t}(0)) - ({0} < {t}(0)))",
-    "not": "(!{0})",
+
     "is_finite": "std::isfinite({0})",
     "copy": "{0}",
     "copy_p": "{0}",
@@ -102,9 +108,9 @@ _BINARY = {
     "ge": "({0} >= {1})",
     "eq": "({0} == {1})",
     "ne": "({0} != {1})",
-    "and": "({0} && {1})",
-    "or": "({0} || {1})",
-    "xor": "({0} != {1})",
+    "and": "({0} & {1})",  # logical for bools, bitwise for integers, as XLA
+    "or": "({0} | {1})",
+    "xor": "({0} ^ {1})",
 }
 
 # Primitives that call a sub-program: inline it.
@@ -131,7 +137,7 @@ def _literal(value, dtype) -> str:
     if dtype == np.bool_:
         return "true" if bool(value) else "false"
     if np.issubdtype(dtype, np.integer):
-        return f"{ctype}({int(value)})"
+        return f"{ctype}({int(value)}{'ULL' if np.issubdtype(dtype, np.unsignedinteger) else 'LL'})"
     v = float(value.astype(dtype))
     if math.isnan(v):
         return f"std::numeric_limits<{ctype}>::quiet_NaN()"
@@ -205,6 +211,16 @@ class _Emitter:
             if ctype in ("float", "double"):
                 return [self.define(ctype, f"({args[0]} * {self.reciprocal(args[1], ctype)})")]
             return [self.define(ctype, f"({args[0]} / {args[1]})")]
+        if name == "not":
+            return [self.define(ctype, f"(!{args[0]})" if ctype == "bool" else f"(~{args[0]})")]
+        if name == "bitcast_convert_type":
+            return [self.define(ctype, f"vm::BitCast<{ctype}>({args[0]})")]
+        if name == "polynomial":  # Σ_k c_k x^k by Horner's rule
+            x, coefficients = args[0], args[1:]
+            expr = coefficients[-1]
+            for c in reversed(coefficients[:-1]):
+                expr = self.define(ctype, f"({expr} * {x} + {c})")
+            return [self.define(ctype, expr)]
         if name == "integer_pow":
             return [self.integer_pow(args[0], int(params["y"]), ctype)]
         if name == "select_n":

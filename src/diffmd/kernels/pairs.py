@@ -92,6 +92,10 @@ def _generate(structure, vs_holder, n_params: int, n_globals: int, dtype, dims: 
     """(kernel name, source) of a fused structure, or the reason it cannot be compiled."""
     try:
         programs = codegen.trace_programs(vs_holder.vs, n_params, n_globals, dtype)
+    except Exception as error:  # e.g. a while_loop, which JAX cannot differentiate in reverse mode
+        return f"an operation JAX cannot trace into the kernel's derivative programs ({type(error).__name__}: " \
+               f"{str(error).splitlines()[0][:200]})"
+    try:
         return codegen.kernel_sources(programs, dtype, dims, cutoff)
     except codegen.Unsupported as error:
         return str(error)
