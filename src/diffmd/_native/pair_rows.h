@@ -10,9 +10,9 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "compact.h"
+#include "vmath.h"
 
 namespace diffmd {
 
@@ -56,10 +56,16 @@ inline int64_t RowLength(const int32_t* row, int64_t k, int64_t n) {
   return k;
 }
 
-// Scratch for one row's compacted slots (one per chunk of rows).
+// Scratch for one row's compacted slots (one per chunk of rows; malloc'd, not a std::vector:
+// the generated kernels include no standard header but <cstdint>).
 struct RowScratch {
-  std::vector<int32_t> j, keep, near;
-  explicit RowScratch(int64_t k) : j(k + 16), keep(k + 16), near(k + 32) {}
+  int32_t *j, *keep, *near;
+  explicit RowScratch(int64_t k)
+      : j(static_cast<int32_t*>(__builtin_malloc(sizeof(int32_t) * (3 * k + 64)))), keep(j + k + 16),
+        near(keep + k + 16) {}
+  ~RowScratch() { __builtin_free(j); }
+  RowScratch(const RowScratch&) = delete;
+  RowScratch& operator=(const RowScratch&) = delete;
 };
 
 // The slots of row i that can contribute (u = r² < keep_u2, u ≠ 0; NaN kept), compacted into
@@ -70,9 +76,9 @@ template <typename T, int D>
 inline int64_t NearSlots(const T* x, const T* side, const T* inv_side, T keep_u2, int64_t n, int64_t k,
                          const T* xi, int64_t i, const int32_t* row, RowScratch& scratch) {
   const int64_t count = RowLength(row, k, n), slots = (count + 15) & ~int64_t(15);
-  int32_t* js = scratch.j.data();
-  int32_t* keep = scratch.keep.data();
-  int32_t* near = scratch.near.data();
+  int32_t* js = scratch.j;
+  int32_t* keep = scratch.keep;
+  int32_t* near = scratch.near;
 #pragma omp simd
   for (int64_t s = 0; s < slots; ++s) {
     const int32_t j_raw = s < count ? row[s] : int32_t(n);
@@ -80,7 +86,7 @@ inline int64_t NearSlots(const T* x, const T* side, const T* inv_side, T keep_u2
     T u = 0;
     for (int a = 0; a < D; ++a) {
       const T raw = x[j * D + a] - xi[a];
-      const T d = raw - side[a] * std::nearbyint(raw * inv_side[a]);
+      const T d = raw - side[a] * vmath::NearbyInt(raw * inv_side[a]);
       u += d * d;
     }
     js[s] = j_raw;

@@ -13,39 +13,94 @@
 //   log(x)   = e ln 2 + 2 atanh(f),  x = 2^e m with m in [√½, √2),  f = (m − 1)/(m + 1),
 //              atanh by its odd series in f (|f| ≤ 0.1716: 11 terms double, 5 float).
 //   pow, expm1, log1p, tanh, logistic are built on them (see each).
+//
+// No standard headers: a generated kernel includes only this, compact.h and pair_rows.h
+// (<cmath> and <vector> alone took most of its compile time). The scalar helpers below are the
+// compilers' builtins (the intrinsics the standard functions wrap; sqrt, rounding and min/max
+// vectorise, the others are calls).
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-
 namespace diffmd::vmath {
+
+// ---- scalar helpers (builtins), float and double ------------------------------------------
+
+#define DIFFMD_UNARY(NAME, BUILTIN)                                        \
+  inline float NAME(float x) { return __builtin_##BUILTIN##f(x); }         \
+  inline double NAME(double x) { return __builtin_##BUILTIN(x); }
+#define DIFFMD_BINARY(NAME, BUILTIN)                                                  \
+  inline float NAME(float x, float y) { return __builtin_##BUILTIN##f(x, y); }        \
+  inline double NAME(double x, double y) { return __builtin_##BUILTIN(x, y); }
+DIFFMD_UNARY(Sqrt, sqrt)
+DIFFMD_UNARY(NearbyInt, nearbyint)
+DIFFMD_UNARY(Fabs, fabs)
+DIFFMD_UNARY(Floor, floor)
+DIFFMD_UNARY(Ceil, ceil)
+DIFFMD_UNARY(Round, round)
+DIFFMD_UNARY(Cbrt, cbrt)
+DIFFMD_UNARY(Sin, sin)
+DIFFMD_UNARY(Cos, cos)
+DIFFMD_UNARY(Tan, tan)
+DIFFMD_UNARY(Asin, asin)
+DIFFMD_UNARY(Acos, acos)
+DIFFMD_UNARY(Atan, atan)
+DIFFMD_UNARY(Sinh, sinh)
+DIFFMD_UNARY(Cosh, cosh)
+DIFFMD_UNARY(Asinh, asinh)
+DIFFMD_UNARY(Acosh, acosh)
+DIFFMD_UNARY(Atanh, atanh)
+DIFFMD_UNARY(Erf, erf)
+DIFFMD_UNARY(Erfc, erfc)
+DIFFMD_UNARY(Lgamma, lgamma)
+DIFFMD_BINARY(Fmin, fmin)
+DIFFMD_BINARY(Fmax, fmax)
+DIFFMD_BINARY(Fmod, fmod)
+DIFFMD_BINARY(Atan2, atan2)
+DIFFMD_BINARY(NextAfter, nextafter)
+DIFFMD_BINARY(CopySign, copysign)
+#undef DIFFMD_UNARY
+#undef DIFFMD_BINARY
+
+template <typename T>
+inline bool IsNan(T x) { return x != x; }
+template <typename T>
+inline bool IsInf(T x) { return __builtin_isinf(x); }
+template <typename T>
+inline bool IsFinite(T x) { return __builtin_isfinite(x); }
+template <typename T>
+inline bool SignBit(T x) { return __builtin_signbit(x); }
+template <typename T>
+constexpr T Inf() { return T(__builtin_inf()); }
+template <typename T>
+constexpr T NaN() { return T(__builtin_nan("")); }
+template <typename T>
+constexpr T Epsilon() { return sizeof(T) == 8 ? T(2.220446049250313e-16) : T(1.1920929e-07f); }
+template <typename T>
+constexpr T MinNormal() { return sizeof(T) == 8 ? T(2.2250738585072014e-308) : T(1.17549435e-38f); }
 
 template <typename T>
 struct Bits;
 template <>
 struct Bits<float> {
-  using Int = int32_t;
+  using Int = int;
   static constexpr int kMantissa = 23, kBias = 127;
 };
 template <>
 struct Bits<double> {
-  using Int = int64_t;
+  using Int = long long;
   static constexpr int kMantissa = 52, kBias = 1023;
 };
 
 template <typename T>
 inline typename Bits<T>::Int AsInt(T x) {
   typename Bits<T>::Int i;
-  std::memcpy(&i, &x, sizeof(T));
+  __builtin_memcpy(&i, &x, sizeof(T));
   return i;
 }
 
 template <typename T>
 inline T AsFloat(typename Bits<T>::Int i) {
   T x;
-  std::memcpy(&x, &i, sizeof(T));
+  __builtin_memcpy(&x, &i, sizeof(T));
   return x;
 }
 
@@ -64,8 +119,8 @@ inline T Exp(T x) {
   const T ln2_lo = kDouble ? T(1.90821492927058770002e-10) : T(1.428606765330187045e-06);
   const T hi = kDouble ? T(709.782712893384) : T(88.72283935546875);
   const T lo = kDouble ? T(-708.3964185322641) : T(-87.33654022216797);
-  const T xc = std::fmin(std::fmax(x, lo), hi);
-  const T k = std::nearbyint(xc * log2e);
+  const T xc = Fmin(Fmax(x, lo), hi);
+  const T k = NearbyInt(xc * log2e);
   const T r = (xc - k * ln2_hi) - k * ln2_lo;
   T p;
   if (kDouble) {
@@ -94,9 +149,9 @@ inline T Exp(T x) {
     p = p * r + T(1);
   }
   // k spans the whole exponent range, whose ends Pow2 cannot form: 2^k = 2^k1 · 2^(k − k1).
-  const T k1 = std::floor(k * T(0.5));
+  const T k1 = Floor(k * T(0.5));
   T result = p * Pow2<T>(k1) * Pow2<T>(k - k1);
-  result = x > hi ? std::numeric_limits<T>::infinity() : result;
+  result = x > hi ? Inf<T>() : result;
   result = x < lo ? T(0) : result;
   return x != x ? x : result;
 }
@@ -106,7 +161,7 @@ inline T Log(T x) {
   using Int = typename Bits<T>::Int;
   constexpr bool kDouble = sizeof(T) == 8;
   constexpr int kM = Bits<T>::kMantissa;
-  const T min_normal = std::numeric_limits<T>::min();
+  const T min_normal = MinNormal<T>();
   const bool subnormal = x < min_normal;
   const T scaled = subnormal ? x * T(kDouble ? 18014398509481984.0 : 16777216.0) : x;  // 2^54, 2^24
   const Int bits = AsInt(scaled);
@@ -143,9 +198,9 @@ inline T Log(T x) {
   const T ln2_lo = kDouble ? T(1.90821492927058770002e-10) : T(1.428606765330187045e-06);
   const T two_f = f + f;
   T result = e * ln2_hi + (two_f + (two_f * s * q + e * ln2_lo));
-  result = x == T(0) ? -std::numeric_limits<T>::infinity() : result;
-  result = x < T(0) ? std::numeric_limits<T>::quiet_NaN() : result;
-  result = x == std::numeric_limits<T>::infinity() ? x : result;
+  result = x == T(0) ? -Inf<T>() : result;
+  result = x < T(0) ? NaN<T>() : result;
+  result = x == Inf<T>() ? x : result;
   return x != x ? x : result;
 }
 
@@ -153,15 +208,15 @@ inline T Log(T x) {
 // negative x gives ±|x|^y for integral y and NaN otherwise, ±0 and ±inf follow the sign rules.
 template <typename T>
 inline T Pow(T x, T y) {
-  const T ax = std::fabs(x);
+  const T ax = Fabs(x);
   T result = Exp(y * Log(ax));
-  const bool finite_y = std::isfinite(y);
-  const bool integral = finite_y && std::nearbyint(y) == y;
-  const bool odd = integral && std::nearbyint(y * T(0.5)) != y * T(0.5);
-  const bool negative = std::signbit(x);
+  const bool finite_y = IsFinite(y);
+  const bool integral = finite_y && NearbyInt(y) == y;
+  const bool odd = integral && NearbyInt(y * T(0.5)) != y * T(0.5);
+  const bool negative = SignBit(x);
   result = negative && odd ? -result : result;
-  result = (x < T(0) && std::isfinite(x) && finite_y && !integral) ? std::numeric_limits<T>::quiet_NaN() : result;
-  result = x == T(1) || (x == T(-1) && std::isinf(y)) ? T(1) : result;  // 1^y = (−1)^±inf = 1
+  result = (x < T(0) && IsFinite(x) && finite_y && !integral) ? NaN<T>() : result;
+  result = x == T(1) || (x == T(-1) && IsInf(y)) ? T(1) : result;  // 1^y = (−1)^±inf = 1
   return y == T(0) ? T(1) : result;
 }
 
@@ -174,7 +229,7 @@ inline T Expm1(T x) {
   const T safe = (um1 == T(0) || lu == T(0)) ? T(1) : lu;
   T result = um1 * (x / safe);  // (x / log u) first: um1·x overflows before the result does
   result = um1 == T(0) ? x : result;
-  result = u == std::numeric_limits<T>::infinity() ? u : result;
+  result = u == Inf<T>() ? u : result;
   return um1 == T(-1) ? T(-1) : result;
 }
 
@@ -186,22 +241,22 @@ inline T Log1p(T x) {
   const T safe = um1 == T(0) ? T(1) : um1;
   T result = Log(u) * (x / safe);
   result = um1 == T(0) ? x : result;
-  return u == std::numeric_limits<T>::infinity() ? u : result;
+  return u == Inf<T>() ? u : result;
 }
 
 template <typename T>
 inline T Tanh(T x) {
-  const T ax = std::fmin(std::fabs(x), T(sizeof(T) == 8 ? 20.0 : 10.0));  // tanh = ±1 beyond
+  const T ax = Fmin(Fabs(x), T(sizeof(T) == 8 ? 20.0 : 10.0));  // tanh = ±1 beyond
   const T e = Expm1(T(2) * ax);
   const T t = e / (e + T(2));
-  return x != x ? x : std::copysign(t, x);
+  return x != x ? x : CopySign(t, x);
 }
 
 template <typename To, typename From>
 inline To BitCast(From x) {
   static_assert(sizeof(To) == sizeof(From), "BitCast between types of different sizes");
   To out;
-  std::memcpy(&out, &x, sizeof(To));
+  __builtin_memcpy(&out, &x, sizeof(To));
   return out;
 }
 
