@@ -14,7 +14,8 @@
 //              atanh by its odd series in f (|f| ≤ 0.1716: 11 terms double, 5 float).
 //   pow, expm1, log1p, tanh, logistic are built on them (see each).
 //
-// No standard headers: a generated kernel includes only this, compact.h and pair_rows.h
+// Branch-free throughout: selects on single comparisons (`&&`, `||`, and even `&` of two
+// comparisons can come out as branches, which stop the loop around them from vectorising). No standard headers: a generated kernel includes only this, compact.h and pair_rows.h
 // (<cmath> and <vector> alone took most of its compile time). The scalar helpers below are the
 // compilers' builtins (the intrinsics the standard functions wrap; sqrt, rounding and min/max
 // vectorise, the others are calls).
@@ -22,14 +23,18 @@
 
 namespace diffmd::vmath {
 
+// Everything is forced inline: a call the inliner declines (Pow holds an Exp and a Log) stays a
+// call inside the row loop, and the loop does not vectorise.
+#define DIFFMD_INLINE inline __attribute__((always_inline))
+
 // ---- scalar helpers (builtins), float and double ------------------------------------------
 
 #define DIFFMD_UNARY(NAME, BUILTIN)                                        \
-  inline float NAME(float x) { return __builtin_##BUILTIN##f(x); }         \
-  inline double NAME(double x) { return __builtin_##BUILTIN(x); }
+  DIFFMD_INLINE float NAME(float x) { return __builtin_##BUILTIN##f(x); }         \
+  DIFFMD_INLINE double NAME(double x) { return __builtin_##BUILTIN(x); }
 #define DIFFMD_BINARY(NAME, BUILTIN)                                                  \
-  inline float NAME(float x, float y) { return __builtin_##BUILTIN##f(x, y); }        \
-  inline double NAME(double x, double y) { return __builtin_##BUILTIN(x, y); }
+  DIFFMD_INLINE float NAME(float x, float y) { return __builtin_##BUILTIN##f(x, y); }        \
+  DIFFMD_INLINE double NAME(double x, double y) { return __builtin_##BUILTIN(x, y); }
 DIFFMD_UNARY(Sqrt, sqrt)
 DIFFMD_UNARY(NearbyInt, nearbyint)
 DIFFMD_UNARY(Fabs, fabs)
@@ -61,15 +66,14 @@ DIFFMD_BINARY(CopySign, copysign)
 #undef DIFFMD_BINARY
 
 template <typename T>
-inline bool IsNan(T x) { return x != x; }
-template <typename T>
-inline bool IsInf(T x) { return __builtin_isinf(x); }
-template <typename T>
-inline bool IsFinite(T x) { return __builtin_isfinite(x); }
-template <typename T>
-inline bool SignBit(T x) { return __builtin_signbit(x); }
+DIFFMD_INLINE bool IsNan(T x) { return x != x; }
 template <typename T>
 constexpr T Inf() { return T(__builtin_inf()); }
+// Classification by comparisons (the classification builtins can lower to branches).
+template <typename T>
+DIFFMD_INLINE bool IsInf(T x) { return Fabs(x) == Inf<T>(); }
+template <typename T>
+DIFFMD_INLINE bool IsFinite(T x) { return Fabs(x) < Inf<T>(); }
 template <typename T>
 constexpr T NaN() { return T(__builtin_nan("")); }
 template <typename T>
@@ -91,14 +95,14 @@ struct Bits<double> {
 };
 
 template <typename T>
-inline typename Bits<T>::Int AsInt(T x) {
+DIFFMD_INLINE typename Bits<T>::Int AsInt(T x) {
   typename Bits<T>::Int i;
   __builtin_memcpy(&i, &x, sizeof(T));
   return i;
 }
 
 template <typename T>
-inline T AsFloat(typename Bits<T>::Int i) {
+DIFFMD_INLINE T AsFloat(typename Bits<T>::Int i) {
   T x;
   __builtin_memcpy(&x, &i, sizeof(T));
   return x;
@@ -106,13 +110,13 @@ inline T AsFloat(typename Bits<T>::Int i) {
 
 // 2^k for integral k in the normal range (the caller clamps k).
 template <typename T>
-inline T Pow2(T k) {
+DIFFMD_INLINE T Pow2(T k) {
   using Int = typename Bits<T>::Int;
   return AsFloat<T>(Int(Int(k) + Bits<T>::kBias) << Bits<T>::kMantissa);
 }
 
 template <typename T>
-inline T Exp(T x) {
+DIFFMD_INLINE T Exp(T x) {
   constexpr bool kDouble = sizeof(T) == 8;
   const T log2e = T(1.4426950408889634);
   const T ln2_hi = kDouble ? T(6.93147180369123816490e-01) : T(0.693145751953125);
@@ -157,7 +161,7 @@ inline T Exp(T x) {
 }
 
 template <typename T>
-inline T Log(T x) {
+DIFFMD_INLINE T Log(T x) {
   using Int = typename Bits<T>::Int;
   constexpr bool kDouble = sizeof(T) == 8;
   constexpr int kM = Bits<T>::kMantissa;
@@ -207,26 +211,29 @@ inline T Log(T x) {
 // x^y as exp(y log|x|), with the special values of jax.lax.pow (C's pow): x^0 = 1, 1^y = 1, a
 // negative x gives ±|x|^y for integral y and NaN otherwise, ±0 and ±inf follow the sign rules.
 template <typename T>
-inline T Pow(T x, T y) {
-  const T ax = Fabs(x);
+DIFFMD_INLINE T Pow(T x, T y) {
+  // Nested selects on single comparisons: `a & b` of two comparisons can come out as a branch,
+  // which stops the loop around it from vectorising.
+  const T ax = Fabs(x), ay = Fabs(y);
   T result = Exp(y * Log(ax));
-  const bool finite_y = IsFinite(y);
-  const bool integral = finite_y && NearbyInt(y) == y;
-  const bool odd = integral && NearbyInt(y * T(0.5)) != y * T(0.5);
-  const bool negative = SignBit(x);
-  result = negative && odd ? -result : result;
-  result = (x < T(0) && IsFinite(x) && finite_y && !integral) ? NaN<T>() : result;
-  result = x == T(1) || (x == T(-1) && IsInf(y)) ? T(1) : result;  // 1^y = (−1)^±inf = 1
+  const bool integral = y - NearbyInt(y) == T(0);  // false for ±inf and NaN
+  const T half = y * T(0.5);
+  const bool odd = Fabs(half - NearbyInt(half)) == T(0.5);  // odd integers only
+  const bool negative = AsInt(x) < 0;  // the sign bit (−0 included)
+  result = odd ? (negative ? -result : result) : result;
+  // a finite negative base and a finite non-integral exponent: NaN
+  result = x < T(0) ? (ax < Inf<T>() ? (ay < Inf<T>() ? (integral ? result : NaN<T>()) : result) : result) : result;
+  result = x == T(1) ? T(1) : (x == T(-1) ? (ay == Inf<T>() ? T(1) : result) : result);  // 1^y = (−1)^±inf = 1
   return y == T(0) ? T(1) : result;
 }
 
 // e^x − 1 without cancellation near 0 (Kahan: with u = e^x, (u − 1)·x / log u).
 template <typename T>
-inline T Expm1(T x) {
+DIFFMD_INLINE T Expm1(T x) {
   const T u = Exp(x);
   const T um1 = u - T(1);
   const T lu = Log(u);
-  const T safe = (um1 == T(0) || lu == T(0)) ? T(1) : lu;
+  const T safe = um1 == T(0) ? T(1) : (lu == T(0) ? T(1) : lu);
   T result = um1 * (x / safe);  // (x / log u) first: um1·x overflows before the result does
   result = um1 == T(0) ? x : result;
   result = u == Inf<T>() ? u : result;
@@ -235,7 +242,7 @@ inline T Expm1(T x) {
 
 // log(1 + x) without cancellation near 0 (with u = 1 + x: log(u)·x / (u − 1)).
 template <typename T>
-inline T Log1p(T x) {
+DIFFMD_INLINE T Log1p(T x) {
   const T u = T(1) + x;
   const T um1 = u - T(1);
   const T safe = um1 == T(0) ? T(1) : um1;
@@ -245,7 +252,7 @@ inline T Log1p(T x) {
 }
 
 template <typename T>
-inline T Tanh(T x) {
+DIFFMD_INLINE T Tanh(T x) {
   const T ax = Fmin(Fabs(x), T(sizeof(T) == 8 ? 20.0 : 10.0));  // tanh = ±1 beyond
   const T e = Expm1(T(2) * ax);
   const T t = e / (e + T(2));
@@ -253,7 +260,7 @@ inline T Tanh(T x) {
 }
 
 template <typename To, typename From>
-inline To BitCast(From x) {
+DIFFMD_INLINE To BitCast(From x) {
   static_assert(sizeof(To) == sizeof(From), "BitCast between types of different sizes");
   To out;
   __builtin_memcpy(&out, &x, sizeof(To));
@@ -261,7 +268,7 @@ inline To BitCast(From x) {
 }
 
 template <typename T>
-inline T Logistic(T x) {
+DIFFMD_INLINE T Logistic(T x) {
   return T(1) / (T(1) + Exp(-x));
 }
 

@@ -103,7 +103,8 @@ def _plan(stem: str, sources: list[Path], include_xla: bool) -> tuple[Path, list
     command = compiler()
     if command is None:
         raise RuntimeError("no C++ compiler found (set $CXX, install g++/clang++, or pip install ziglang)")
-    flags = _flags(tuple(command))
+    # Generated kernels throw nothing: without exceptions no call in a row loop is an `invoke`.
+    flags = _flags(tuple(command)) + (() if include_xla else ("-fno-exceptions",))
     includes = [f"-I{NATIVE_DIR}"] + ([f"-I{jax.ffi.include_dir()}"] if include_xla else [])
     key = hashlib.sha256()
     for part in (*(f.read_bytes() for f in sources), *(f.read_bytes() for f in HEADERS), jax.__version__.encode(),
