@@ -154,13 +154,19 @@ class _Emitter:
         self.prefix = prefix
         self.count = 0
         self.reciprocals: dict[str, str] = {}
+        self.selects: dict[str, tuple[str, str, str]] = {}  # name -> (predicate, if false, if true)
 
     def reciprocal(self, y: str, ctype: str) -> str:
         """1/y, computed once per distinct y: a division costs ~20 multiplications in a vector
         loop, and derivatives divide by the same few values (r, σ/r…) again and again.
         x·(1/y) may differ from x/y in the last bit."""
         if y not in self.reciprocals:
-            self.reciprocals[y] = self.define(ctype, f"{ctype}(1) / {y}")
+            if y in self.selects:  # 1/(c ? a : b) = c ? 1/a : 1/b: a cutoff's r_in = (r < rc ? r : rc) shares 1/r
+                pred, if_false, if_true = self.selects[y]
+                self.reciprocals[y] = self.define(
+                    ctype, f"({pred} ? {self.reciprocal(if_true, ctype)} : {self.reciprocal(if_false, ctype)})")
+            else:
+                self.reciprocals[y] = self.define(ctype, f"{ctype}(1) / {y}")
         return self.reciprocals[y]
 
     def fresh(self) -> str:
@@ -226,7 +232,9 @@ class _Emitter:
         if name == "select_n":
             pred, cases = args[0], args[1:]
             if len(cases) == 2:
-                return [self.define(ctype, f"({pred} ? {cases[1]} : {cases[0]})")]
+                name = self.define(ctype, f"({pred} ? {cases[1]} : {cases[0]})")
+                self.selects[name] = (pred, cases[0], cases[1])
+                return [name]
             expr = cases[-1]
             for k in range(len(cases) - 2, -1, -1):
                 expr = f"({pred} == {k} ? {cases[k]} : {expr})"
