@@ -35,8 +35,10 @@ buckingham (a user-defined potential, written as docs/interactions.md tells a us
     .venv/bin/python benchmarks/pair_potentials.py --json results/pair_potentials.json   # 2,000 and 32,000
 
 JSON (written atomically): {"benchmark", "settings", "machine", "records"}; one record per
-engine × potential × mode × N with `engine`, `potential`, `mode`, `n_atoms`, `seconds` (per
-evaluation), `ratio_to_lj` and, for diffmd's forward mode, `ratio_to_openmm`.
+potential × mode × N (diffmd's) with `engine` ("diffmd"), `potential`, `mode`, `n_atoms`,
+`seconds` (per evaluation) and `ratio_to_lj`; the forward-mode records also hold OpenMM's time
+for the same potential in the same run: `openmm_seconds`, `ratio_to_openmm` (diffmd / OpenMM)
+and `openmm_ratio_to_lj` (OpenMM's own time over its LJ).
 """
 
 from __future__ import annotations
@@ -316,12 +318,12 @@ def run(sizes, potentials, modes, repeats: int, target_seconds: float, with_open
             for potential in potentials:
                 seconds = openmm_time(potential, config, repeats, target_seconds)
                 lj_openmm = seconds if potential == "lj" else lj_openmm
-                records.append({"engine": "openmm", "potential": potential, "mode": "forward", "n_atoms": n,
-                                "seconds": seconds, "ratio_to_lj": seconds / (lj_openmm or seconds)})
-                mine = next((r for r in records if r["engine"] == "diffmd" and r["potential"] == potential
-                             and r["mode"] == "forward" and r["n_atoms"] == n), None)
+                mine = next((r for r in records if r["potential"] == potential and r["mode"] == "forward"
+                             and r["n_atoms"] == n), None)
                 if mine is not None:
+                    mine["openmm_seconds"] = seconds
                     mine["ratio_to_openmm"] = mine["seconds"] / seconds
+                    mine["openmm_ratio_to_lj"] = seconds / (lj_openmm or seconds)
                 print(f"  openmm  {potential:15s} forward  {seconds * 1e3:8.3f} ms"
                       + (f"  (diffmd / OpenMM {mine['ratio_to_openmm']:.2f})" if mine else ""), flush=True)
     return records
@@ -335,17 +337,16 @@ def table(records: list[dict]) -> str:
         for potential in dict.fromkeys(r["potential"] for r in records if r["n_atoms"] == n):
             cells = []
             for mode in MODES:
-                r = next((r for r in records if r["engine"] == "diffmd" and r["potential"] == potential
-                          and r["mode"] == mode and r["n_atoms"] == n), None)
+                r = next((r for r in records if r["potential"] == potential and r["mode"] == mode
+                          and r["n_atoms"] == n), None)
                 cells.append(f"{r['seconds'] * 1e3:.3f} ({r['ratio_to_lj']:.2f})" if r else "—")
-            o = next((r for r in records if r["engine"] == "openmm" and r["potential"] == potential
+            f = next((r for r in records if r["potential"] == potential and r["mode"] == "forward"
                       and r["n_atoms"] == n), None)
-            f = next((r for r in records if r["engine"] == "diffmd" and r["potential"] == potential
-                      and r["mode"] == "forward" and r["n_atoms"] == n), None)
-            ratio = f"{f['ratio_to_openmm']:.2f}" if f and "ratio_to_openmm" in f else "—"
-            lines.append(f"| {n:,} | {potential} | {' | '.join(cells)} | "
-                         f"{o['seconds'] * 1e3:.3f} | {ratio} |" if o else
-                         f"| {n:,} | {potential} | {' | '.join(cells)} | — | — |")
+            if f and "openmm_seconds" in f:
+                lines.append(f"| {n:,} | {potential} | {' | '.join(cells)} | {f['openmm_seconds'] * 1e3:.3f} | "
+                             f"{f['ratio_to_openmm']:.2f} |")
+            else:
+                lines.append(f"| {n:,} | {potential} | {' | '.join(cells)} | — | — |")
     return "\n".join(lines)
 
 
