@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import diffmd as md
-from test_neighbors import brute_force_pairs, listed_pairs, lj_fluid
+from test_neighbors import brute_force_pairs, build, listed_pairs, lj_fluid
 
 R = md.REDUCED_UNITS
 
@@ -22,7 +22,7 @@ def uniform_coords(n, sides, seed):
 
 def built(finder, coords, boundary, excluded=np.zeros((0, 2), np.int32)):
     capacity = finder.initial_capacity(jnp.asarray(coords), boundary, excluded)
-    return capacity, finder.build(jnp.asarray(coords), boundary, excluded, capacity)
+    return capacity, build(finder, jnp.asarray(coords), boundary, excluded, capacity)
 
 
 @pytest.mark.parametrize("n_dims, sides, n", [(3, [4.3, 5.1, 6.2], 300), (2, [6.1, 7.3], 200)])
@@ -60,7 +60,7 @@ def test_cell_overflow_is_detected_and_reallocated_eagerly():
     boundary = md.RectangularBoundary(sides)
     finder = md.CellListNeighborFinder(1.5, capacity=n - 1)  # traced-style sizing: from the density
     capacity = finder.given_capacity(n, boundary)
-    nl = finder.build(jnp.asarray(crowded), boundary, np.zeros((0, 2), np.int32), capacity)
+    nl = build(finder, jnp.asarray(crowded), boundary, np.zeros((0, 2), np.int32), capacity)
     assert int(nl.max_cell_count) > capacity.cell_slots and bool(nl.overflowed)
 
     velocities = md.random_velocities(jax.random.PRNGKey(0), jnp.ones(n), 0.1, R)
@@ -201,9 +201,13 @@ def test_compiled_build_gives_the_pure_jax_rows(dtype, n_dims, sides, n):
     capacity = finder.initial_capacity(coords, boundary, excluded)
     slots, cell_capacity, grid = capacity.slots, capacity.cell_slots, capacity.grid
     assert grid is not None and cells_module.native_available(coords)  # the compiled build is compared
+    # the pure-JAX build compiled as one program (eagerly, each of its operations would compile on its own)
+    reference_build = {k: jax.jit(lambda x, k=k: cells_module.cell_build_jax(x, boundary, 1.2, excluded, k,
+                                                                             cell_capacity, grid))
+                       for k in (slots, 3)}
     for k in (slots, 3):  # 3 slots: most rows overflow
         compiled = cells_module.cell_build(coords, boundary, 1.2, excluded, k, cell_capacity, grid)
-        reference = cells_module.cell_build_jax(coords, boundary, 1.2, excluded, k, cell_capacity, grid)
+        reference = reference_build[k](coords)
         for got, want in zip(compiled, reference):
             np.testing.assert_array_equal(got, want)
     count = cells_module.cell_build(coords, boundary, 1.2, excluded, slots, cell_capacity, grid, count_only=True)
@@ -211,5 +215,5 @@ def test_compiled_build_gives_the_pure_jax_rows(dtype, n_dims, sides, n):
     shifted = jnp.stack([coords, coords + 0.37])
     batched = jax.vmap(lambda x: cells_module.cell_build(x, boundary, 1.2, excluded, slots, cell_capacity, grid))(shifted)
     for b in range(2):
-        want = cells_module.cell_build_jax(shifted[b], boundary, 1.2, excluded, slots, cell_capacity, grid)
+        want = reference_build[slots](shifted[b])
         np.testing.assert_array_equal(batched[0][b], want[0])

@@ -18,6 +18,8 @@ unit = pytest.importorskip("openmm.unit")
 G = 12  # grid size of the random maps (small: OpenMM fits them once per context)
 N_ATOMS = 10
 IMPROPER_EXPRESSION = "k*min(dtheta, 2*pi-dtheta)^2; dtheta = abs(theta-theta0); pi = %.17g" % math.pi
+# compiled once per System structure (called eagerly, each operation would compile on its own)
+energy_and_forces = jax.jit(md.energy_and_forces)
 
 
 def openmm_energy_forces(forces, coords):
@@ -149,7 +151,7 @@ def test_cmap_grid_points_reproduce_map_values():
     # Nudge by 1e-12 rad so the angle lands inside patch (i, j), not at the patch boundary.
     coords = np.concatenate([chain(phi + 1e-12), chain(psi + 1e-12)])
     term = md.CMAPTorsions(indices=[list(range(8))], maps=maps, map_index=[0])
-    energy, _ = md.energy_and_forces(diffmd_system(term, coords))
+    energy, _ = energy_and_forces(diffmd_system(term, coords))
     assert float(energy) == pytest.approx(maps[0, i, j], abs=1e-9)
 
 
@@ -157,7 +159,7 @@ def test_cmap_matches_openmm_reference():
     coords, maps, rows, map_index = cmap_case()
     e_ref, f_ref = openmm_energy_forces([openmm_cmap(maps, rows, map_index)], coords)
     term = md.CMAPTorsions(indices=rows, maps=maps, map_index=map_index)
-    energy, forces = md.energy_and_forces(diffmd_system(term, coords))
+    energy, forces = energy_and_forces(diffmd_system(term, coords))
     assert float(energy) == pytest.approx(e_ref, rel=1e-10, abs=1e-12)
     scale = np.abs(f_ref).max()
     np.testing.assert_allclose(np.asarray(forces), f_ref, rtol=0, atol=1e-10 * scale)
@@ -169,7 +171,7 @@ def test_cmap_five_atom_constructor_matches_openmm():
     term = md.CMAPTorsions.from_five_atoms(rows5, maps, [1, 0])
     np.testing.assert_array_equal(term.indices.array, [[0, 1, 2, 3, 1, 2, 3, 4], [5, 6, 7, 8, 6, 7, 8, 9]])
     e_ref, f_ref = openmm_energy_forces([openmm_cmap(maps, term.indices.array, [1, 0])], coords)
-    energy, forces = md.energy_and_forces(diffmd_system(term, coords))
+    energy, forces = energy_and_forces(diffmd_system(term, coords))
     assert float(energy) == pytest.approx(e_ref, rel=1e-10, abs=1e-12)
     np.testing.assert_allclose(np.asarray(forces), f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
 
@@ -179,10 +181,10 @@ def test_cmap_forces_and_map_gradient_by_finite_differences():
 
     def energy(x, tables):
         term = md.CMAPTorsions(indices=rows, maps=tables, map_index=map_index)
-        return md.energy_and_forces(diffmd_system(term, x))[0]
+        return energy_and_forces(diffmd_system(term, x))[0]
 
     x = jnp.asarray(coords)
-    _, forces = md.energy_and_forces(diffmd_system(md.CMAPTorsions(indices=rows, maps=maps, map_index=map_index), x))
+    _, forces = energy_and_forces(diffmd_system(md.CMAPTorsions(indices=rows, maps=maps, map_index=map_index), x))
     eps = 1e-6
     for atom, axis in [(2, 0), (4, 1), (9, 2)]:
         step = np.zeros_like(coords)
@@ -245,7 +247,7 @@ def test_harmonic_impropers_match_openmm_across_the_seam():
         force.addTorsion(*map(int, row), [float(k_i), float(t0)])
     e_ref, f_ref = openmm_energy_forces([force], coords)
     term = md.HarmonicImpropers(indices=rows, theta0=theta0, k=k)
-    energy, forces = md.energy_and_forces(diffmd_system(term, coords))
+    energy, forces = energy_and_forces(diffmd_system(term, coords))
     assert float(energy) == pytest.approx(e_ref, rel=1e-12)
     np.testing.assert_allclose(np.asarray(forces), f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
 
@@ -257,11 +259,11 @@ def test_harmonic_improper_gradients_are_finite_at_theta0():
 
     def energy(x, t0, kk):
         single = md.HarmonicImpropers(indices=rows[:1], theta0=t0, k=kk)
-        return md.energy_and_forces(diffmd_system(single, x))[0]
+        return energy_and_forces(diffmd_system(single, x))[0]
 
     grads = jax.grad(energy, argnums=(0, 1, 2))(jnp.asarray(coords), jnp.asarray(theta[:1]), jnp.asarray([83.68]))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
     np.testing.assert_allclose(np.asarray(grads[0]), 0.0, atol=1e-9)
-    _, forces = md.energy_and_forces(diffmd_system(term, coords))
+    _, forces = energy_and_forces(diffmd_system(term, coords))
     np.testing.assert_allclose(np.asarray(forces), 0.0, atol=1e-9)
     assert md.HarmonicImpropers.mergeable and not md.CMAPTorsions.mergeable

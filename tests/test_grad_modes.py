@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import diffmd as md
+from diffmd.run.modes import parse_grad_mode
 
 N_STEPS = 37  # prime: segments and logger intervals do not divide it
 
@@ -36,7 +37,7 @@ def reverse_value_and_grad():
     return jax.jit(jax.value_and_grad(_loss))(1.0)
 
 
-@pytest.mark.parametrize("segment_length", [None, 1, 40])
+@pytest.mark.parametrize("segment_length", [1, 40])  # None: "checkpointed" in test_checkpointed_values_equal_reverse
 def test_checkpointed_equals_reverse(reverse_value_and_grad, segment_length):
     value, grad = jax.jit(jax.value_and_grad(lambda s: _loss(s, md.Checkpointed(segment_length))))(1.0)
     np.testing.assert_allclose(value, reverse_value_and_grad[0], rtol=1e-12)
@@ -141,22 +142,24 @@ def test_vmapped_replicas_rebuild_their_own_lists():
     cold and a hot replica (the hot one rebuilds, the cold one keeps its list) give, in every
     reverse mode, the values and gradients of separate runs."""
     def loss(sigma, scale, grad_mode):
+        """The loss, and the coordinates the replica's last list was built at."""
         system = _system(sigma, loggers={"pe": md.PotentialEnergyLogger(4)})
         system = eqx.tree_at(lambda s: s.velocities, system, scale * system.velocities)
         trajectory = md.simulate(system, md.VelocityVerlet(0.005), 10, grad_mode=grad_mode)
-        return jnp.mean(trajectory.logs["pe"]) + 1e-3 * jnp.sum(trajectory.coords**2)
+        value = jnp.mean(trajectory.logs["pe"]) + 1e-3 * jnp.sum(trajectory.coords**2)
+        return value, trajectory.state.neighbors.reference_coords
 
-    def list_reference(scale):  # the coordinates the replica's last list was built at
-        system = eqx.tree_at(lambda s: s.velocities, _system(1.0), scale * _system(1.0).velocities)
-        return md.simulate(system, md.VelocityVerlet(0.005), 10).state.neighbors.reference_coords
+    def check_lists(references):  # the cold replica kept its first list, the hot one rebuilt
+        assert np.array_equal(references[0], start) and not np.array_equal(references[1], start)
 
     scales, start = jnp.array([0.2, 4.0]), np.asarray(_system(1.0).coords)
-    for references in ([list_reference(float(s)) for s in scales], jax.vmap(list_reference)(scales)):
-        assert np.array_equal(references[0], start) and not np.array_equal(references[1], start)
-    separate = [jax.value_and_grad(lambda s, c=scale: loss(s, c, "reverse"))(1.0) for scale in scales]
+    separate = [jax.value_and_grad(lambda s, c=scale: loss(s, c, "reverse"), has_aux=True)(1.0) for scale in scales]
+    check_lists([reference for (_, reference), _ in separate])
     for mode in ("reverse", "checkpointed"):
-        values, grads = jax.vmap(jax.value_and_grad(lambda s, c: loss(s, c, mode)), in_axes=(None, 0))(1.0, scales)
-        for k, (value, grad) in enumerate(separate):
+        (values, references), grads = jax.vmap(jax.value_and_grad(lambda s, c: loss(s, c, mode), has_aux=True),
+                                               in_axes=(None, 0))(1.0, scales)
+        check_lists(references)
+        for k, ((value, _), grad) in enumerate(separate):
             np.testing.assert_allclose(values[k], value, rtol=1e-12, err_msg=mode)
             np.testing.assert_allclose(grads[k], grad, rtol=1e-10, err_msg=mode)
 
@@ -217,6 +220,8 @@ def test_good_grad_mode_values_and_what_simulate_refuses():
     assert md.Truncate(window=3) == md.Truncate(window=3, last=None)
     assert md.Truncate(window=4, last=7).last == 7
     assert md.Checkpointed() == md.Checkpointed(None) and md.Checkpointed(12).segment_length == 12
+    # Checkpointed() is the run grad_mode="checkpointed" makes (test_checkpointed_values_equal_reverse)
+    assert parse_grad_mode(md.Checkpointed()) == parse_grad_mode("checkpointed") == ("checkpointed", None)
     system, integrator = _system(1.0, loggers={}), md.VelocityVerlet(0.005)
     with pytest.raises(TypeError, match="truncate must be a Truncate"):
         md.simulate(system, integrator, 5, truncate=10)

@@ -125,11 +125,30 @@ def _kernel_of(system):
     return pairs._kernel(fused, system.coords, system.boundary)
 
 
+def _covering_cases():
+    """Every cutoff in float64 3-D periodic, plus rows such that every pair of values of any two
+    of (cutoff, dtype, n_dims, periodic) occurs (a pairwise covering of the 32-case product)."""
+    no_cut, plain, shifted, switched = CUTOFFS
+    f64, f32 = jnp.float64, jnp.float32
+    rows = [(cutoff, f64, 3, True) for cutoff in CUTOFFS] + [
+        (no_cut, f32, 2, False),
+        (plain, f64, 2, False), (plain, f32, 3, True),
+        (shifted, f32, 3, False), (shifted, f64, 2, True),
+        (switched, f32, 2, False),
+    ]
+    axes = list(zip(*rows))
+    for a in range(4):  # the covering holds: every pair of axes shows every combination of values
+        for b in range(a + 1, 4):
+            values_a = {id(v) if a == 0 else v for v in axes[a]}
+            values_b = {id(v) if b == 0 else v for v in axes[b]}
+            seen = {(id(r[a]) if a == 0 else r[a], id(r[b]) if b == 0 else r[b]) for r in rows}
+            assert len(seen) == len(values_a) * len(values_b), (a, b)
+    return [pytest.param(*row, id=f"{type(row[0]).__name__}-{row[3]}-{row[2]}-{np.dtype(row[1]).name}")
+            for row in rows]
+
+
 @needs_native
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-@pytest.mark.parametrize("n_dims", [2, 3])
-@pytest.mark.parametrize("periodic", [True, False])
-@pytest.mark.parametrize("cutoff", CUTOFFS, ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize("cutoff, dtype, n_dims, periodic", _covering_cases())
 def test_compiled_kernel_equals_pure_jax(dtype, n_dims, periodic, cutoff):
     """Energies, forces, reverse-mode cotangents of coordinates, σ, ε and box (and every other
     float of the System), forward-mode tangents."""

@@ -46,6 +46,17 @@ def listed_pairs(neighbors):
     return {(i, j) for i, j in directed if i < j}
 
 
+def build(finder, coords, boundary, excluded, capacity):
+    """`finder.build` compiled as one program, as inside a run (called eagerly, each of its
+    operations would compile on its own for every new shape)."""
+    return jax.jit(lambda c, b: finder.build(c, b, excluded, capacity))(coords, boundary)
+
+
+def count_neighbors(finder, coords, boundary, excluded):
+    """`finder.count_neighbors`, compiled as one program (see `build`)."""
+    return jax.jit(lambda c, b: finder.count_neighbors(c, b, excluded))(coords, boundary)
+
+
 def max_row_count(pairs, n):
     counts = np.zeros(n, int)
     for i, j in pairs:
@@ -92,17 +103,17 @@ def test_pair_set_equals_brute_force(n_dims):
                        neighbor_finder=finder, exclusions=excl, units=md.REDUCED_UNITS)
     expected = brute_force_pairs(coords, sides, cutoff, excl, eligible)
     excluded = system.excluded_pairs().array
-    count = int(finder.count_neighbors(system.coords, boundary, excluded))
+    count = int(count_neighbors(finder, system.coords, boundary, excluded))
     assert count == max_row_count(expected, n)
-    nl = finder.build(system.coords, boundary, excluded, md.Capacity(count + 7))
+    nl = build(finder, system.coords, boundary, excluded, md.Capacity(count + 7))
     assert listed_pairs(nl) == expected
     assert int(nl.max_count) == count and not bool(nl.overflowed)
     # exact capacity: still complete, not overflowed
-    nl = finder.build(system.coords, boundary, excluded, md.Capacity(count))
+    nl = build(finder, system.coords, boundary, excluded, md.Capacity(count))
     assert listed_pairs(nl) == expected and not bool(nl.overflowed)
     # one slot short: flagged as overflowed (the most crowded atom lost a neighbor, and the
     # list says so)
-    nl = finder.build(system.coords, boundary, excluded, md.Capacity(count - 1))
+    nl = build(finder, system.coords, boundary, excluded, md.Capacity(count - 1))
     assert bool(nl.overflowed) and int(np.sum(np.asarray(nl.mask))) < 2 * len(expected)
 
 
@@ -117,7 +128,7 @@ def test_asymmetric_eligible_and_open_boundary():
     finder = md.DistanceNeighborFinder(1.0, eligible=eligible)
     system = md.System(atoms=md.Atoms.uniform(n, mass=1.0), coords=jnp.asarray(coords),
                        boundary=md.NoBoundary(n_dims=2), neighbor_finder=finder)
-    nl = finder.build(system.coords, system.boundary, system.excluded_pairs().array, md.Capacity(200))
+    nl = build(finder, system.coords, system.boundary, system.excluded_pairs().array, md.Capacity(200))
     expected = brute_force_pairs(coords, None, 1.0, eligible=eligible)
     assert listed_pairs(nl) == expected
     assert not any(0 in p for p in expected) and (3, 7) not in expected
@@ -247,7 +258,7 @@ def test_with_capacity_keeps_everything_else():
     assert nl.capacity.slots == N_SIDE**2 - 1 and (0, 1) not in listed_pairs(nl)
 
 
-@settings(max_examples=12, deadline=None)  # each new shape compiles (~1 s): the suite's time budget
+@settings(max_examples=12, deadline=None)  # each new shape compiles: the suite's time budget
 @given(rows=st.integers(1, 7), cols=st.integers(1, 100), capacity=st.integers(1, 110),
        density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
 def test_compact_rows_matches_numpy_nonzero(rows, cols, capacity, density, seed):
@@ -255,7 +266,8 @@ def test_compact_rows_matches_numpy_nonzero(rows, cols, capacity, density, seed)
     from diffmd.neighbors import compact_rows
 
     mask = np.random.default_rng(seed).random((rows, cols)) < density
-    got = np.asarray(compact_rows(jnp.asarray(mask), capacity))
+    # jitted, as inside a run: one compile per shape rather than one per operation and shape
+    got = np.asarray(jax.jit(compact_rows, static_argnums=1)(jnp.asarray(mask), capacity))
     assert got.shape == (rows, capacity) and got.dtype == np.int32
     for r in range(rows):
         expected = np.flatnonzero(mask[r])[:capacity]
