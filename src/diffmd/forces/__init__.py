@@ -7,6 +7,9 @@ from .cmap import CMAPTorsions
 from .cosine_angle import CosineAngle, CosineAngles
 from .coulomb import Coulomb
 from .cutoffs import Cutoff, NoCutoff, PlainCutoff, ShiftedForceCutoff, ShiftedPotentialCutoff, SwitchedCutoff
+from .dispersion_correction import DispersionCorrection, lj_classes
+from .ewald import EwaldDirect, ewald_parameters
+from .ewald_sum import EwaldSum
 from .exceptions import NonbondedExceptions
 from .harmonic_angle import HarmonicAngle, HarmonicAngles
 from .harmonic_bond import HarmonicBond, HarmonicBonds
@@ -15,6 +18,7 @@ from .lennard_jones import LennardJones
 from .mie import Mie
 from .morse_bond import MorseBond, MorseBonds
 from .periodic_torsion import PeriodicTorsion, PeriodicTorsions
+from .pme import PME
 from .rb_torsion import RBTorsion, RBTorsions
 from .reaction_field import CoulombReactionField
 from .soft_sphere import SoftSphere
@@ -26,4 +30,5 @@ __all__ = [
     "HarmonicAngles", "HarmonicBond", "HarmonicBonds", "HarmonicImproper", "HarmonicImpropers", "LennardJones",
     "Mie", "MorseBond", "MorseBonds",
     "PeriodicTorsion", "PeriodicTorsions", "RBTorsion", "RBTorsions", "CoulombReactionField", "SoftSphere",
+    "EwaldDirect", "EwaldSum", "PME", "ewald_parameters", "DispersionCorrection", "lj_classes",
 ]
