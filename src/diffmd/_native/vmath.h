@@ -53,8 +53,6 @@ DIFFMD_UNARY(Cosh, cosh)
 DIFFMD_UNARY(Asinh, asinh)
 DIFFMD_UNARY(Acosh, acosh)
 DIFFMD_UNARY(Atanh, atanh)
-DIFFMD_UNARY(Erf, erf)
-DIFFMD_UNARY(Erfc, erfc)
 DIFFMD_UNARY(Lgamma, lgamma)
 DIFFMD_BINARY(Fmin, fmin)
 DIFFMD_BINARY(Fmax, fmax)
@@ -115,19 +113,25 @@ DIFFMD_INLINE T Pow2(T k) {
   return AsFloat<T>(Int(Int(k) + Bits<T>::kBias) << Bits<T>::kMantissa);
 }
 
+// Cody–Waite constants of exp: ln 2 = kLn2Hi + kLn2Lo, kLn2Hi with trailing zero bits (k·kLn2Hi
+// is exact for every k of the exponent range), and the arguments beyond which e^x overflows or
+// falls below the smallest normal number.
 template <typename T>
-DIFFMD_INLINE T Exp(T x) {
-  constexpr bool kDouble = sizeof(T) == 8;
-  const T log2e = T(1.4426950408889634);
-  const T ln2_hi = kDouble ? T(6.93147180369123816490e-01) : T(0.693145751953125);
-  const T ln2_lo = kDouble ? T(1.90821492927058770002e-10) : T(1.428606765330187045e-06);
-  const T hi = kDouble ? T(709.782712893384) : T(88.72283935546875);
-  const T lo = kDouble ? T(-708.3964185322641) : T(-87.33654022216797);
-  const T xc = Fmin(Fmax(x, lo), hi);
-  const T k = NearbyInt(xc * log2e);
-  const T r = (xc - k * ln2_hi) - k * ln2_lo;
+struct ExpRange {
+  static constexpr bool kDouble = sizeof(T) == 8;
+  static constexpr T kLog2e = T(1.4426950408889634);
+  static constexpr T kLn2Hi = kDouble ? T(6.93147180369123816490e-01) : T(0.693145751953125);
+  static constexpr T kLn2Lo = kDouble ? T(1.90821492927058770002e-10) : T(1.428606765330187045e-06);
+  static constexpr T kHi = kDouble ? T(709.782712893384) : T(88.72283935546875);
+  static constexpr T kLo = kDouble ? T(-708.3964185322641) : T(-87.33654022216797);
+};
+
+// e^r · 2^k for |r| ≤ ln 2 / 2 and integral k of the exponent range: the Taylor polynomial of e^r
+// (degree 13 double, 7 float), then 2^k in two factors (the ends of the range have no 2^k).
+template <typename T>
+DIFFMD_INLINE T ExpReduced(T r, T k) {
   T p;
-  if (kDouble) {
+  if (sizeof(T) == 8) {
     p = T(1.0 / 6227020800.0);  // 1/13!
     p = p * r + T(1.0 / 479001600.0);
     p = p * r + T(1.0 / 39916800.0);
@@ -152,12 +156,32 @@ DIFFMD_INLINE T Exp(T x) {
     p = p * r + T(1);
     p = p * r + T(1);
   }
-  // k spans the whole exponent range, whose ends Pow2 cannot form: 2^k = 2^k1 · 2^(k − k1).
   const T k1 = Floor(k * T(0.5));
-  T result = p * Pow2<T>(k1) * Pow2<T>(k - k1);
-  result = x > hi ? Inf<T>() : result;
-  result = x < lo ? T(0) : result;
+  return p * Pow2<T>(k1) * Pow2<T>(k - k1);
+}
+
+template <typename T>
+DIFFMD_INLINE T Exp(T x) {
+  using C = ExpRange<T>;
+  const T xc = Fmin(Fmax(x, C::kLo), C::kHi);
+  const T k = NearbyInt(xc * C::kLog2e);
+  const T r = (xc - k * C::kLn2Hi) - k * C::kLn2Lo;
+  T result = ExpReduced(r, k);
+  result = x > C::kHi ? Inf<T>() : result;
+  result = x < C::kLo ? T(0) : result;
   return x != x ? x : result;
+}
+
+// e^(hi + lo) for an `hi` whose reduction hi − k·ln2_hi is exact (few significant bits, as the
+// square of a number with few) and a small `lo`: lo enters the reduced argument unrounded, so the
+// sum's rounding (hi·ε, 350 ulp of the result at hi = −700) is avoided. Finite arguments whose
+// result is a normal number only (the caller's range).
+template <typename T>
+DIFFMD_INLINE T ExpSum(T hi, T lo) {
+  using C = ExpRange<T>;
+  const T k = NearbyInt((hi + lo) * C::kLog2e);
+  const T r = ((hi - k * C::kLn2Hi) + lo) - k * C::kLn2Lo;
+  return ExpReduced(r, k);
 }
 
 template <typename T>
@@ -257,6 +281,78 @@ DIFFMD_INLINE T Tanh(T x) {
   const T e = Expm1(T(2) * ax);
   const T t = e / (e + T(2));
   return x != x ? x : CopySign(t, x);
+}
+
+// erf and erfc by W. J. Cody's rational approximations (Math. Comp. 23 (1969) 631–638; his
+// CALERF's three ranges, evaluated together and selected, with one division):
+//   y = |x| ≤ 0.46875:  erf(y) = y·N1(y²)/D1(y²)   (erf: to 0.5; erfc = 1 − erf)
+//   0.46875 < y ≤ 4:     erfc(y) = e^(−y²)·N2(y)/D2(y)
+//   y > 4:               erfc(y) = e^(−y²)/y·(1/√π − R(1/y²)/y²), R a rational of degree 5; here
+//                        multiplied through by y¹⁰: e^(−y²)·(w D3(w)/√π − N3(w))/(y w D3(w)), w = y²
+// All coefficients are positive (Horner's rule without cancellation). e^(−y²) with y² split
+// exactly: y² = s² + (y − s)(y + s), s = y truncated to 1/16 (s² exact, (y − s)(y + s) small:
+// ExpSum). erfc(−y) = 2 − erfc(y), erf(−y) = −erf(y). Beyond y = 26.5433 (double) or 9.1946 (float)
+// erfc(y) is below the smallest normal number: 0 (flushed, as XLA's CPU code).
+template <typename T, bool kComplement>
+DIFFMD_INLINE T ErfOrErfc(T x) {
+  constexpr bool kDouble = sizeof(T) == 8;
+  const T big = kDouble ? T(26.5433) : T(9.1946);  // erfc(big) just below the smallest normal
+  const T ax = Fabs(x);
+  const T y = Fmin(ax, big);
+  const T w = y * y;
+  const T n1 = (((T(1.85777706184603153e-1) * w + T(3.16112374387056560e0)) * w + T(1.13864154151050156e2)) * w +
+                T(3.77485237685302021e2)) * w + T(3.20937758913846947e3);
+  const T d1 = (((w + T(2.36012909523441209e1)) * w + T(2.44024637934444173e2)) * w + T(1.28261652607737228e3)) * w +
+               T(2.84423683343917062e3);
+  T n2 = T(2.15311535474403846e-8) * y + T(5.64188496988670089e-1);
+  n2 = n2 * y + T(8.88314979438837594e0);
+  n2 = n2 * y + T(6.61191906371416295e1);
+  n2 = n2 * y + T(2.98635138197400131e2);
+  n2 = n2 * y + T(8.81952221241769090e2);
+  n2 = n2 * y + T(1.71204761263407058e3);
+  n2 = n2 * y + T(2.05107837782607147e3);
+  n2 = n2 * y + T(1.23033935479799725e3);
+  T d2 = y + T(1.57449261107098347e1);
+  d2 = d2 * y + T(1.17693950891312499e2);
+  d2 = d2 * y + T(5.37181101862009858e2);
+  d2 = d2 * y + T(1.62138957456669019e3);
+  d2 = d2 * y + T(3.29079923573345963e3);
+  d2 = d2 * y + T(4.36261909014324716e3);
+  d2 = d2 * y + T(3.43936767414372164e3);
+  d2 = d2 * y + T(1.23033935480374942e3);
+  const T n3 = ((((T(6.58749161529837803e-4) * w + T(1.60837851487422766e-2)) * w + T(1.25781726111229246e-1)) * w +
+                 T(3.60344899949804439e-1)) * w + T(3.05326634961232344e-1)) * w + T(1.63153871373020978e-2);
+  const T d3 = ((((T(2.33520497626869185e-3) * w + T(6.05183413124413191e-2)) * w + T(5.27905102951428412e-1)) * w +
+                 T(1.87295284992346047e0)) * w + T(2.56852019228982242e0)) * w + T(1);
+  // erf by the first form to 0.5 (Cody's range for it), erfc to 0.46875: each then comes from
+  // the other only where that is the smaller (1 − a number below ½ loses no bit)
+  const bool small = y <= (kComplement ? T(0.46875) : T(0.5));
+  const bool tail = y > T(4);
+  const T wd3 = w * d3;
+  const T num = small ? y * n1 : (tail ? T(5.6418958354775628695e-1) * wd3 - n3 : n2);
+  const T den = small ? d1 : (tail ? y * wd3 : d2);
+  const T q = num / den;  // erf(y) where small, else erfc(y)·e^(y²)
+  const T s = Floor(y * T(16)) * T(0.0625);
+  const T e = ExpSum(-(s * s), -((y - s) * (y + s)));  // e^(−y²)
+  const T upper = ax < big ? e * q : T(0);  // erfc(y) outside the small range
+  T result;
+  if constexpr (kComplement) {
+    const T c = small ? T(1) - q : upper;
+    result = x < T(0) ? T(2) - c : c;
+  } else {
+    result = CopySign(small ? q : T(1) - upper, x);
+  }
+  return x != x ? x : result;
+}
+
+template <typename T>
+DIFFMD_INLINE T Erf(T x) {
+  return ErfOrErfc<T, false>(x);
+}
+
+template <typename T>
+DIFFMD_INLINE T Erfc(T x) {
+  return ErfOrErfc<T, true>(x);
 }
 
 template <typename To, typename From>
