@@ -93,6 +93,8 @@ def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborLi
     if derivatives not in DERIVATIVES:
         raise ValueError(f"energy_and_forces: derivatives must be one of {DERIVATIVES}, got {derivatives!r}")
     coords = system.coords if coords is None else coords
+    if neighbors is None:
+        neighbors = _list_for(system, coords)
     energy, forces = _pairwise(system, coords, neighbors, derivatives)
     if any(isinstance(t, BondedInteraction) and t.n_terms for t in system.bonded_inters) or system.global_inters:
         e, gradient = jax.value_and_grad(lambda x: _bonded_energy(system, x) + _global_energy(system, x))(coords)
@@ -100,6 +102,38 @@ def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborLi
     if any(isinstance(t, BondedForce) for t in system.bonded_inters):
         forces = forces + _bonded_force_only(system, coords)
     return energy.astype(coords.dtype), forces
+
+
+def _list_for(system, coords) -> NeighborList | None:
+    """A neighbor list for concrete coordinates when the system's terms read one (the same
+    energy as all pairs, at O(N) cost rather than O(N²) memory); None when traced."""
+    if not system.uses_neighbor_list() or isinstance(coords, jax.core.Tracer):
+        return None
+    finder, excluded = system.neighbor_finder, system.excluded_pairs().array
+    return finder.build(coords, system.boundary, excluded, finder.initial_capacity(coords, system.boundary, excluded))
+
+
+def energy_terms(system, coords: Array | None = None, neighbors: NeighborList | None = None) -> dict[str, Array]:
+    """Potential energy per kind of term: {label: energy}, where a term's label is the class
+    name of the OpenMM force it reproduces (its `openmm_force`, e.g. "NonbondedForce" for
+    Lennard-Jones, Coulomb, Ewald, exceptions and the dispersion correction together) or else
+    its own class name. The values sum to `potential_energy`."""
+    from .system import System  # (system.py imports the loggers, which import this module)
+
+    coords = system.coords if coords is None else coords
+    if neighbors is None:
+        neighbors = _list_for(system, coords)
+    groups: dict[str, dict[str, list]] = {}
+    for kind in ("pairwise_inters", "bonded_inters", "global_inters"):
+        for term in getattr(system, kind):
+            label = getattr(term, "openmm_force", type(term).__name__)
+            groups.setdefault(label, {"pairwise_inters": [], "bonded_inters": [], "global_inters": []})[kind].append(term)
+    excluded = system.excluded_pairs()  # every group keeps the exclusions of the whole system
+    return {label: potential_energy(System(atoms=system.atoms, coords=coords, boundary=system.boundary,
+                                           neighbor_finder=system.neighbor_finder, units=system.units,
+                                           exclusions=excluded, pairs_14=system.pairs_14, **terms),
+                                    coords, neighbors)
+            for label, terms in groups.items()}
 
 
 def potential_energy(system, coords: Array | None = None, neighbors: NeighborList | None = None) -> Array:

@@ -76,6 +76,8 @@ class System(eqx.Module):
         constraints: the constraint slot every integrator applies (`NoConstraints()` by default).
         remove_com_motion: remove the centre-of-mass velocity after every step (OpenMM's
             CMMotionRemover); D degrees of freedom fewer.
+        force_field: for a System made by `diffmd.ForceField.create_system`, the force field's
+            numbers and the index of the entry behind each of the System's (`with_parameters`).
 
     Every float in the system is a differentiable leaf; topology (indices, exclusions, atom
     types) and configuration are static.
@@ -95,10 +97,11 @@ class System(eqx.Module):
     pairs_14: StaticArray = eqx.field(static=True, default=_NO_PAIRS)
     constraints: Constraints = NoConstraints()
     remove_com_motion: bool = eqx.field(static=True, default=False)
+    force_field: eqx.Module | None = None
 
     def __init__(self, atoms, coords, boundary, velocities=None, pairwise_inters=(), bonded_inters=(),
                  global_inters=(), neighbor_finder=None, loggers=None, units=OPENMM_UNITS, exclusions=None,
-                 pairs_14=None, constraints=None, remove_com_motion=False):
+                 pairs_14=None, constraints=None, remove_com_motion=False, force_field=None):
         self.atoms = atoms
         self.coords = jnp.asarray(coords)
         self.velocities = jnp.zeros_like(self.coords) if velocities is None else jnp.asarray(velocities)
@@ -113,6 +116,7 @@ class System(eqx.Module):
         self.pairs_14 = _pair_array(pairs_14)
         self.constraints = NoConstraints() if constraints is None else constraints
         self.remove_com_motion = bool(remove_com_motion)
+        self.force_field = force_field
 
     def __check_init__(self):
         if not isinstance(self.atoms, Atoms):
@@ -180,6 +184,16 @@ class System(eqx.Module):
         if isinstance(finder, _ListFinder) and finder.ineligible is not None and len(finder.ineligible):
             if finder.ineligible.array.max() >= self.n_atoms:
                 raise ValueError(f"{type(finder).__name__}: eligible matrix is larger than the number of atoms")
+
+    def with_parameters(self, parameters):
+        """This System with its force-field numbers taken from `parameters` (a pytree shaped as
+        `system.force_field.parameters`, e.g. being trained): differentiable, traceable.
+
+            grad = jax.grad(lambda p: loss(system.with_parameters(p)))(system.force_field.parameters)
+        """
+        if self.force_field is None:
+            raise ValueError("with_parameters: this System was not made by diffmd.ForceField.create_system")
+        return self.force_field.bind(self, parameters)
 
     # ---- derived, static information -------------------------------------------------
 

@@ -95,6 +95,8 @@ class CMAPTorsions(BondedInteraction):
     concatenated and their map indices offset. Put all CMAP terms in one `CMAPTorsions`.
     """
 
+    openmm_force = "CMAPTorsionForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     maps: Array = eqx.field(converter=_as_maps)
     map_index: StaticArray = eqx.field(static=True, converter=_as_map_index)
     mergeable = False

@@ -21,6 +21,8 @@ class Coulomb(PairwiseInteraction):
         use_neighbors, weight_14: as for LennardJones (Amber uses weight_14 = 1/1.2).
     """
 
+    openmm_force = "NonbondedForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     cutoff: Cutoff = NoCutoff()
     use_neighbors: bool = eqx.field(static=True, default=False)
     coulomb_const: float = OPENMM_UNITS.coulomb

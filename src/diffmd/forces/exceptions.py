@@ -30,6 +30,8 @@ class NonbondedExceptions(BondedInteraction):
         coulomb_const: k (energy·length/charge²), default OpenMM's.
     """
 
+    openmm_force = "NonbondedForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     charge_prod: Array = eqx.field(converter=float_array)
     sigma: Array = eqx.field(converter=float_array)
     epsilon: Array = eqx.field(converter=float_array)

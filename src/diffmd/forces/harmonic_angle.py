@@ -16,6 +16,8 @@ class HarmonicAngles(BondedInteraction):
     indices (B, 3) with the vertex in the middle; θ0 (B,) radians; k (B,) energy/rad².
     """
 
+    openmm_force = "HarmonicAngleForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     theta0: Array = eqx.field(converter=float_array)
     k: Array = eqx.field(converter=float_array)
     mergeable = True

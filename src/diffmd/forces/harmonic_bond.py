@@ -16,6 +16,8 @@ class HarmonicBonds(BondedInteraction):
     indices (B, 2); r0 (B,) length; k (B,) energy/length².
     """
 
+    openmm_force = "HarmonicBondForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     r0: Array = eqx.field(converter=float_array)
     k: Array = eqx.field(converter=float_array)
     mergeable = True

@@ -41,6 +41,8 @@ class LennardJones(PairwiseInteraction):
     Pairs where either atom has σ = 0 or ε = 0 contribute nothing (and no NaN gradients).
     """
 
+    openmm_force = "NonbondedForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     cutoff: Cutoff = NoCutoff()
     use_neighbors: bool = eqx.field(static=True, default=False)
     mixing: str = eqx.field(static=True, default="lorentz-berthelot")

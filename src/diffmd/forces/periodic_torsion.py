@@ -19,6 +19,8 @@ class PeriodicTorsions(BondedInteraction):
     k (B,) energy. A dihedral with several periodicities uses several rows.
     """
 
+    openmm_force = "PeriodicTorsionForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     periodicity: Array = eqx.field(converter=float_array)
     phase: Array = eqx.field(converter=float_array)
     k: Array = eqx.field(converter=float_array)

@@ -15,6 +15,8 @@ class RBTorsions(BondedInteraction):
     """Ryckaert–Bellemans torsions (OpenMM's RBTorsionForce): V = Σ_{n=0..5} C_n cos(ψ)ⁿ,
     ψ = φ − π; indices (B, 4), coefficients (B, 6) energy."""
 
+    openmm_force = "RBTorsionForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     coefficients: Array = eqx.field(converter=float_array)
     mergeable = True
     atoms_per_term = 4

@@ -24,6 +24,8 @@ class CoulombReactionField(PairwiseInteraction):
             Coulomb scaled by weight_14, as OpenMM does for exceptions.
     """
 
+    openmm_force = "NonbondedForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     distance: float = eqx.field(static=True, default=1.0)
     solvent_dielectric: float = 78.3
     use_neighbors: bool = eqx.field(static=True, default=False)

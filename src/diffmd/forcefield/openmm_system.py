@@ -1,0 +1,167 @@
+"""An `openmm.System` (with positions and a box) as a diffmd `System`.
+
+Each supported OpenMM force becomes the diffmd term that computes the same energy, with its
+numbers copied into differentiable arrays (nm, ps, amu, kJ/mol, e: OpenMM's units are
+diffmd's default units). Anything diffmd cannot reproduce exactly is refused with an error
+that names it: an unsupported force, virtual sites, a triclinic box, parameter offsets.
+
+    HarmonicBondForce   → HarmonicBonds          HarmonicAngleForce → HarmonicAngles
+    PeriodicTorsionForce→ PeriodicTorsions       RBTorsionForce     → RBTorsions
+    CMAPTorsionForce    → CMAPTorsions           CMMotionRemover    → remove_com_motion
+    NonbondedForce      → see `nonbonded.py` (Lennard-Jones, Coulomb / reaction field /
+                          Ewald / PME, exceptions, dispersion correction)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..atoms import Atoms
+from ..dynamics.constraints import FixedAtoms
+from ..forces import CMAPTorsions, HarmonicAngles, HarmonicBonds, PeriodicTorsions, RBTorsions
+from ..space import NoBoundary, RectangularBoundary
+from ..system import System
+from .nonbonded import nonbonded_terms
+from .quantities import box_sides, in_nm
+
+
+def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, dtype=None,
+                neighbor_skin: float = 0.1) -> System:
+    """The diffmd `System` of an `openmm.System`.
+
+    Args:
+        openmm_system: the openmm.System (e.g. from `ForceField.createSystem`).
+        positions: (N, 3) positions, an OpenMM Quantity or an array in nm.
+        box_vectors: the periodic box (three vectors, a Quantity or nm); default the System's
+            default box. Only rectangular boxes.
+        velocities: (N, 3) nm/ps, Quantity or array (default zero).
+        dtype: float dtype of coordinates and parameters (default: float64 when x64 is enabled).
+        neighbor_skin: list cutoff minus interaction cutoff (nm), for cutoff methods.
+
+    Returns:
+        A System with OpenMM's atom order, whose terms each carry the class name of the OpenMM
+        force they reproduce (`diffmd.energy_terms` groups energies by it).
+    """
+    import openmm
+
+    n = openmm_system.getNumParticles()
+    coords = _float(in_nm(positions), dtype)
+    if coords.shape != (n, 3):
+        raise ValueError(f"from_openmm: positions have shape {coords.shape}, but the openmm.System has {n} particles")
+    virtual = [i for i in range(n) if openmm_system.isVirtualSite(i)]
+    if virtual:
+        raise ValueError(f"from_openmm: particles {virtual[:5]}{'...' if len(virtual) > 5 else ''} are virtual "
+                         "sites (e.g. a 4-site water model), which diffmd does not support yet")
+    if openmm_system.getNumConstraints():
+        raise ValueError(f"from_openmm: the openmm.System has {openmm_system.getNumConstraints()} constraints; "
+                         "diffmd does not constrain bonds yet: create it with constraints=None, rigidWater=False")
+    masses = np.array([openmm_system.getParticleMass(i).value_in_unit(openmm.unit.dalton) for i in range(n)])
+
+    if openmm_system.usesPeriodicBoundaryConditions():
+        vectors = box_vectors if box_vectors is not None else openmm_system.getDefaultPeriodicBoxVectors()
+        boundary = RectangularBoundary(_float(box_sides(vectors), dtype))
+    else:
+        boundary = NoBoundary(n_dims=3)
+
+    per_atom, pairwise, bonded, global_, finder, remove_com = {}, [], [], [], None, False
+    for force in openmm_system.getForces():
+        kind = type(force).__name__
+        if kind == "CMMotionRemover":
+            remove_com = True
+        elif kind == "NonbondedForce":
+            if per_atom:
+                raise ValueError("from_openmm: more than one NonbondedForce")
+            terms = nonbonded_terms(force, boundary, coords.dtype, neighbor_skin)
+            per_atom, finder = terms.per_atom, terms.neighbor_finder
+            pairwise += terms.pairwise
+            bonded += terms.bonded
+            global_ += terms.global_
+        elif kind in _BONDED:
+            term = _BONDED[kind](force, coords.dtype)
+            if term is not None:
+                bonded.append(term)
+        else:
+            raise ValueError(f"from_openmm: the openmm.System has a {kind}, which diffmd does not support "
+                             f"(supported: {', '.join(sorted([*_BONDED, 'NonbondedForce', 'CMMotionRemover']))})")
+
+    frozen = np.flatnonzero(masses == 0)
+    safe_masses = np.where(masses == 0, 1.0, masses)  # a fixed atom's mass is never used
+    atoms = Atoms(_float(safe_masses, dtype), **{k: _float(v, dtype) for k, v in per_atom.items()})
+    return System(atoms=atoms, coords=coords, boundary=boundary,
+                  velocities=None if velocities is None else _float(in_nm(velocities, per_ps=True), dtype),
+                  pairwise_inters=pairwise, bonded_inters=bonded, global_inters=global_, neighbor_finder=finder,
+                  constraints=FixedAtoms(frozen) if len(frozen) else None, remove_com_motion=remove_com)
+
+
+def _float(values, dtype):
+    import jax.numpy as jnp
+
+    array = jnp.asarray(np.asarray(values, dtype=np.float64))
+    return array.astype(dtype) if dtype is not None else array
+
+
+def _bonds(force, dtype):
+    rows = [force.getBondParameters(b) for b in range(force.getNumBonds())]
+    if not rows:
+        return None
+    return HarmonicBonds(indices=[r[:2] for r in rows], r0=_float([_v(r[2]) for r in rows], dtype),
+                         k=_float([_v(r[3]) for r in rows], dtype))
+
+
+def _angles(force, dtype):
+    rows = [force.getAngleParameters(a) for a in range(force.getNumAngles())]
+    if not rows:
+        return None
+    return HarmonicAngles(indices=[r[:3] for r in rows], theta0=_float([_v(r[3]) for r in rows], dtype),
+                          k=_float([_v(r[4]) for r in rows], dtype))
+
+
+def _periodic_torsions(force, dtype):
+    rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
+    if not rows:
+        return None
+    return PeriodicTorsions(indices=[r[:4] for r in rows], periodicity=_float([r[4] for r in rows], dtype),
+                            phase=_float([_v(r[5]) for r in rows], dtype), k=_float([_v(r[6]) for r in rows], dtype))
+
+
+def _rb_torsions(force, dtype):
+    rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
+    if not rows:
+        return None
+    return RBTorsions(indices=[r[:4] for r in rows], coefficients=_float([[_v(c) for c in r[4:10]] for r in rows], dtype))
+
+
+def _cmap_torsions(force, dtype):
+    if not force.getNumTorsions():
+        return None
+    maps = []
+    for m in range(force.getNumMaps()):
+        size, energy = force.getMapParameters(m)
+        maps.append(CMAPTorsions.map_from_openmm(size, [_v(e) for e in energy]))
+    if len({grid.shape for grid in maps}) > 1:
+        raise ValueError(f"from_openmm: CMAPTorsionForce maps of different sizes {sorted({g.shape[0] for g in maps})}")
+    rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
+    return CMAPTorsions(indices=[r[1:] for r in rows], maps=_float(np.stack(maps), dtype),
+                        map_index=[r[0] for r in rows])
+
+
+def _v(quantity) -> float:
+    """A number in OpenMM's default units (nm, ps, kJ/mol, rad, e), Quantity or not."""
+    return float(quantity.value_in_unit_system(_md_unit_system())) if hasattr(quantity, "unit") else float(quantity)
+
+
+def _md_unit_system():
+    import openmm.unit
+
+    return openmm.unit.md_unit_system
+
+
+_BONDED = {
+    "HarmonicBondForce": _bonds,
+    "HarmonicAngleForce": _angles,
+    "PeriodicTorsionForce": _periodic_torsions,
+    "RBTorsionForce": _rb_torsions,
+    "CMAPTorsionForce": _cmap_torsions,
+}
+
+__all__ = ["from_openmm"]

@@ -1,0 +1,231 @@
+"""`diffmd.ForceField`: OpenMM XML files as a differentiable parameter pytree.
+
+Float64 against OpenMM's Reference platform; gradients with respect to the force field's own
+numbers against central finite differences; `write_xml` round trip through OpenMM."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffmd as md
+
+openmm = pytest.importorskip("openmm")
+app = pytest.importorskip("openmm.app")
+unit = openmm.unit
+
+jax.config.update("jax_enable_x64", True)
+VILLIN = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
+KJ = unit.kilojoule_per_mole
+
+
+@functools.lru_cache(maxsize=None)
+def amber14():
+    return md.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+
+
+@functools.lru_cache(maxsize=None)
+def villin_in_vacuum():
+    pdb = app.PDBFile(VILLIN)
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.delete([r for r in modeller.topology.residues() if r.name in ("HOH", "Cl", "CL", "Na", "NA")])
+    return modeller.topology, modeller.positions
+
+
+def reference(topology, positions, forcefield_files, **args):
+    ff = app.ForceField(*forcefield_files)
+    system = ff.createSystem(topology, **args)
+    for index, force in enumerate(system.getForces()):
+        force.setForceGroup(index)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    energies = {}
+    for index, force in enumerate(system.getForces()):
+        value = context.getState(getEnergy=True, groups={index}).getPotentialEnergy().value_in_unit(KJ)
+        energies[type(force).__name__] = energies.get(type(force).__name__, 0.0) + value
+    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ / unit.nanometer)
+    energies.pop("CMMotionRemover", None)
+    return energies, forces
+
+
+@pytest.fixture(scope="module")
+def vacuum_system():
+    return amber14().create_system(villin_in_vacuum())
+
+
+def test_parameter_tree_mirrors_the_xml():
+    ff = amber14()
+    p = ff.parameters
+    assert set(p) >= {"AtomTypes", "HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce",
+                      "NonbondedForce", "Residues"}
+    assert p["HarmonicBondForce"]["k"].shape == p["HarmonicBondForce"]["length"].shape == \
+        (len(ff.labels["HarmonicBondForce"]),)
+    assert len(ff.labels["Residues"]) == p["Residues"]["charge"].shape[0]
+    assert float(p["NonbondedForce"]["coulomb14scale"]) == pytest.approx(1 / 1.2)
+    assert "ALA:CA" in ff.labels["Residues"]
+
+
+def test_villin_in_vacuum_matches_openmm_term_by_term(vacuum_system):
+    expected, expected_forces = reference(*villin_in_vacuum(), ("amber14-all.xml", "amber14/tip3p.xml"),
+                                          nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
+    terms = {k: float(v) for k, v in md.energy_terms(vacuum_system).items()}
+    assert set(terms) == set(expected)
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-6), name
+    forces = np.asarray(jax.jit(md.forces)(vacuum_system))
+    assert np.abs(forces - expected_forces).max() < 1e-4
+
+
+def test_gradients_with_respect_to_force_field_numbers(vacuum_system):
+    """dE/dθ for a σ and ε of one atom type, one template atom's charge, a torsion k and a bond
+    k, against central finite differences of the energy."""
+    ff, system = amber14(), vacuum_system
+    energy = jax.jit(lambda p: md.potential_energy(system.with_parameters(p)))
+    params = system.force_field.parameters
+    grads = jax.jit(jax.grad(lambda p: md.potential_energy(system.with_parameters(p))))(params)
+    labels = ff.labels
+    picks = [("NonbondedForce", "sigma", int(np.argmax(np.abs(np.asarray(grads["NonbondedForce"]["sigma"]))))),
+             ("NonbondedForce", "epsilon", int(np.argmax(np.abs(np.asarray(grads["NonbondedForce"]["epsilon"]))))),
+             ("Residues", "charge", labels["Residues"].index("ALA:CA")),
+             ("PeriodicTorsionForce", "k", int(np.argmax(np.abs(np.asarray(grads["PeriodicTorsionForce"]["k"]))))),
+             ("HarmonicBondForce", "k", int(np.argmax(np.abs(np.asarray(grads["HarmonicBondForce"]["k"])))))]
+    for section, field, entry in picks:
+        value = float(params[section][field][entry])
+        h = 1e-4 * max(abs(value), 1e-2)
+
+        def at(x, section=section, field=field, entry=entry):
+            p = jax.tree_util.tree_map(lambda a: a, params)
+            p[section] = dict(p[section])
+            p[section][field] = p[section][field].at[entry].set(x)
+            return float(energy(p))
+
+        fd = (8 * (at(value + h) - at(value - h)) - (at(value + 2 * h) - at(value - 2 * h))) / (12 * h)
+        g = float(grads[section][field][entry])
+        assert g != 0.0, (section, field)
+        assert g == pytest.approx(fd, rel=1e-7), (section, field, labels[section][entry])
+
+
+def test_write_xml_round_trip(tmp_path, vacuum_system):
+    ff = amber14()
+    params = jax.tree_util.tree_map(lambda a: a, ff.parameters)
+    params["HarmonicBondForce"] = dict(params["HarmonicBondForce"], k=params["HarmonicBondForce"]["k"] * 1.1)
+    params["Residues"] = dict(params["Residues"], charge=params["Residues"]["charge"] * 0.9)
+    params["NonbondedForce"] = dict(params["NonbondedForce"], sigma=params["NonbondedForce"]["sigma"] * 1.02)
+    path = tmp_path / "trained.xml"
+    ff.write_xml(params, path)
+    expected, _ = reference(*villin_in_vacuum(), (str(path),), nonbondedMethod=app.NoCutoff, constraints=None,
+                            rigidWater=False)
+    ours = {k: float(v) for k, v in md.energy_terms(vacuum_system.with_parameters(params)).items()}
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value, rel=1e-6), name
+    again = md.ForceField(str(path))
+    np.testing.assert_allclose(again.parameters["HarmonicBondForce"]["k"], params["HarmonicBondForce"]["k"], rtol=1e-15)
+
+
+def test_clear_errors():
+    ff = amber14()
+    pdb = app.PDBFile(VILLIN)
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.deleteWater()
+    hydrogens = [a for a in modeller.topology.atoms() if a.element is not None and a.element.symbol == "H"]
+    modeller.delete(hydrogens[:3])
+    with pytest.raises(ValueError, match=r"no template .* residue 0 .*addHydrogens"):
+        ff.create_system(modeller)
+    topology, positions = villin_in_vacuum()
+    boxless = app.Modeller(topology, positions)
+    boxless.topology.setPeriodicBoxVectors(None)
+    with pytest.raises(ValueError, match="needs a periodic box"):
+        ff.create_system(boxless, nonbonded_method="PME")
+    with pytest.raises(ValueError, match="nonbonded_method must be one of"):
+        ff.create_system((topology, positions), nonbonded_method="pme")
+    with pytest.raises(ValueError, match="constraints"):
+        ff.create_system((topology, positions), constraints="HBonds")
+
+
+def test_nve_run_in_vacuum_follows_openmm():
+    """100 velocity-Verlet steps of villin in vacuum (float64, 1 fs) from the same start: the
+    coordinates agree with OpenMM's Reference platform to 1e-6 nm."""
+    topology, positions = villin_in_vacuum()
+    n = topology.getNumAtoms()
+    velocities = np.random.default_rng(0).normal(0.0, 0.5, (n, 3))
+    system = amber14().create_system((topology, positions), remove_cm_motion=False, velocities=velocities)
+    reference_system = app.ForceField("amber14-all.xml", "amber14/tip3p.xml").createSystem(
+        topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False, removeCMMotion=False)
+    dt = 0.001
+    integrator = openmm.CustomIntegrator(dt)  # velocity Verlet (OpenMM's VerletIntegrator is leapfrog)
+    integrator.addUpdateContextState()
+    integrator.addComputePerDof("v", "v+0.5*dt*f/m")
+    integrator.addComputePerDof("x", "x+dt*v")
+    integrator.addComputePerDof("v", "v+0.5*dt*f/m")
+    context = openmm.Context(reference_system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    context.setVelocities(velocities)
+    integrator.step(100)
+    expected = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    trajectory = md.simulate(system, md.VelocityVerlet(dt), 100)
+    assert np.abs(np.asarray(trajectory.state.coords) - expected).max() < 1e-6
+
+
+def test_float32_forces_within_openmm_cpu_accuracy():
+    """float32 forces against the Reference platform's float64 at the same (float32) positions:
+    relative RMS error ≤ 1e-5 (OpenMM's CPU platform: ~2e-6). The state of a float32 run is its
+    float32 coordinates; their rounding (~2e-7 nm) alone moves stiff bond forces by ~3e-5."""
+    topology, positions = villin_in_vacuum()
+    positions = np.asarray(positions.value_in_unit(unit.nanometer), np.float32).astype(np.float64)
+    _, expected = reference(topology, positions, ("amber14-all.xml", "amber14/tip3p.xml"),
+                            nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
+    system = amber14().create_system((topology, positions), dtype=jnp.float32)
+    forces = np.asarray(jax.jit(md.forces)(system), np.float64)
+    assert system.coords.dtype == jnp.float32
+    error = np.sqrt(np.mean(np.sum((forces - expected) ** 2, 1)) / np.mean(np.sum(expected**2, 1)))
+    assert error <= 1e-5
+
+
+def test_gradient_of_a_loss_through_a_run():
+    """d(loss)/dθ through 50 steps of dynamics for a torsion k and a template charge, against
+    central finite differences (float64, 1e-5)."""
+    topology, positions = villin_in_vacuum()
+    velocities = np.random.default_rng(1).normal(0.0, 0.3, (topology.getNumAtoms(), 3))
+    system = amber14().create_system((topology, positions), remove_cm_motion=False, velocities=velocities)
+    reference_coords = system.coords
+
+    def loss(p):
+        trajectory = md.simulate(system.with_parameters(p), md.VelocityVerlet(0.001), 50)
+        return jnp.sum((trajectory.state.coords - reference_coords) ** 2)
+
+    params = system.force_field.parameters
+    grads = jax.grad(loss)(params)
+    value = jax.jit(loss)
+    labels = amber14().labels
+    for section, field, entry in [("PeriodicTorsionForce", "k",
+                                   int(np.argmax(np.abs(np.asarray(grads["PeriodicTorsionForce"]["k"]))))),
+                                  ("Residues", "charge", labels["Residues"].index("ALA:CA"))]:
+        x = float(params[section][field][entry])
+        h = 1e-4 * max(abs(x), 1e-2)
+
+        def at(v, section=section, field=field, entry=entry):
+            p = dict(params)
+            p[section] = dict(p[section])
+            p[section][field] = p[section][field].at[entry].set(v)
+            return float(value(p))
+
+        fd = (8 * (at(x + h) - at(x - h)) - (at(x + 2 * h) - at(x - 2 * h))) / (12 * h)
+        assert float(grads[section][field][entry]) == pytest.approx(fd, rel=1e-5), (section, field)
+
+
+def test_amber19_with_cmap_matches_openmm():
+    topology, positions = villin_in_vacuum()
+    files = ("amber19-all.xml",)
+    expected, expected_forces = reference(topology, positions, files, nonbondedMethod=app.NoCutoff,
+                                          constraints=None, rigidWater=False)
+    assert "CMAPTorsionForce" in expected
+    system = md.ForceField(*files).create_system((topology, positions))
+    terms = {k: float(v) for k, v in md.energy_terms(system).items()}
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-6), name
+    assert np.abs(np.asarray(jax.jit(md.forces)(system)) - expected_forces).max() < 1e-4
