@@ -29,7 +29,10 @@ dt = 1e-9 ps (the positions do not move, so no list is rebuilt): one force evalu
 
 Potentials: lj, lj_geometric, coulomb_cutoff, coulomb_rf, lj_coulomb (LJ + reaction field, the
 pair terms of a real force field, in one fused pass), mie (12-6, as exponentials), soft_sphere,
-buckingham (a user-defined potential, written as docs/interactions.md tells a user to).
+buckingham (a user-defined potential, written as docs/interactions.md tells a user to),
+ewald_direct (real-space Ewald, k q_i q_j erfc(α r)/r with α for OpenMM's default tolerance
+5e-4; OpenMM: NonbondedForce with PME, its reciprocal part in a force group the integrator
+leaves out, so the direct-space kernel alone is timed — with ε = 0 its LJ is still evaluated).
 
     .venv/bin/python benchmarks/pair_potentials.py --quick              # N = 2,000 (< 3 minutes)
     .venv/bin/python benchmarks/pair_potentials.py --json results/pair_potentials.json   # 2,000 and 32,000
@@ -59,8 +62,10 @@ if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
 DENSITY = 21.0  # atoms / nm³
 SIGMA, EPSILON, CHARGE = 0.34, 0.996, 0.5
 CUTOFF, SWITCH, LIST_CUTOFF = 1.0, 0.9, 1.1  # nm
+EWALD_ALPHA = math.sqrt(-math.log(2 * 5e-4)) / CUTOFF  # 1/nm: OpenMM's for its default tolerance
 BUCKINGHAM = {"A": 1.0e5, "B": 35.0, "C": 5.0e-3}  # kJ/mol, 1/nm, kJ/mol·nm⁶
-POTENTIALS = ("lj", "lj_geometric", "coulomb_cutoff", "coulomb_rf", "lj_coulomb", "mie", "soft_sphere", "buckingham")
+POTENTIALS = ("lj", "lj_geometric", "coulomb_cutoff", "coulomb_rf", "lj_coulomb", "mie", "soft_sphere", "buckingham",
+              "ewald_direct")
 MODES = ("forward", "reverse", "jvp")
 
 
@@ -126,6 +131,7 @@ def diffmd_terms(potential: str) -> list:
         "mie": [md.Mie(n=12.0, m=6.0, cutoff=switched, use_neighbors=True)],
         "soft_sphere": [md.SoftSphere(cutoff=switched, use_neighbors=True)],
         "buckingham": [buckingham_class()(cutoff=switched, use_neighbors=True)],
+        "ewald_direct": [md.EwaldDirect(alpha=EWALD_ALPHA, distance=CUTOFF, use_neighbors=True)],
     }[potential]
 
 
@@ -248,6 +254,13 @@ def openmm_forces(potential: str, params: dict):
                        ["sigma", "epsilon"])]
     if potential == "buckingham":
         return [custom("a*exp(-b*r)-c/r^6; a=sqrt(A1*A2); b=sqrt(B1*B2); c=sqrt(C1*C2)", ["A", "B", "C"])]
+    if potential == "ewald_direct":
+        force = nonbonded(charge, sigma, zeros, 1.0)
+        force.setNonbondedMethod(mm.NonbondedForce.PME)
+        force.setUseSwitchingFunction(False)
+        force.setPMEParameters(EWALD_ALPHA, 8, 8, 8)
+        force.setReciprocalSpaceForceGroup(1)  # not integrated: see openmm_time
+        return [force]
     raise ValueError(potential)
 
 
@@ -263,6 +276,7 @@ def openmm_time(potential: str, config: dict, repeats: int, target_seconds: floa
     for force in openmm_forces(potential, config["params"]):
         system.addForce(force)
     integrator = mm.VerletIntegrator(1e-9)
+    integrator.setIntegrationForceGroups({0})  # (PME's reciprocal part is in group 1)
     context = mm.Context(system, integrator, mm.Platform.getPlatformByName("CPU"), {"Threads": "2"})
     context.setPositions(config["coords"])
     integrator.step(5)
