@@ -229,3 +229,54 @@ def test_amber19_with_cmap_matches_openmm():
     for name, value in expected.items():
         assert terms[name] == pytest.approx(value, rel=1e-6), name
     assert np.abs(np.asarray(jax.jit(md.forces)(system)) - expected_forces).max() < 1e-4
+
+
+@functools.lru_cache(maxsize=None)
+def water_box(side=2.0, gap=0.15):
+    """The TIP3P waters of the openmm wheel's `tip3p.pdb` whose oxygen lies in [0, side − gap)³ nm,
+    in a periodic box of `side` nm (the gap keeps images apart)."""
+    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "tip3p.pdb"))
+    xyz = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    outside = [r for r in modeller.topology.residues()
+               if not np.all((xyz[[a.index for a in r.atoms() if a.element.symbol == "O"][0]] >= 0)
+                             & (xyz[[a.index for a in r.atoms() if a.element.symbol == "O"][0]] < side - gap))]
+    modeller.delete(outside)
+    modeller.topology.setPeriodicBoxVectors(np.eye(3) * side * unit.nanometer)
+    return modeller.topology, modeller.positions
+
+
+@pytest.mark.parametrize("method, force_atol", [("CutoffPeriodic", 1e-4), ("Ewald", 1e-3), ("PME", 1e-3)])
+def test_water_box_every_periodic_method_matches_openmm(method, force_atol):
+    topology, positions = water_box()
+    files = ("amber14-all.xml", "amber14/tip3p.xml")
+    expected, expected_forces = reference(topology, positions, files, nonbondedMethod=getattr(app, method),
+                                          nonbondedCutoff=0.9, constraints=None, rigidWater=False,
+                                          switchDistance=0.8)
+    system = amber14().create_system((topology, positions), nonbonded_method=method, nonbonded_cutoff=0.9,
+                                     rigid_water=False, switch_distance=0.8)
+    terms = {k: float(v) for k, v in md.energy_terms(system).items()}
+    assert set(terms) <= set(expected)  # (OpenMM keeps empty forces: water has no torsions)
+    for name, value in expected.items():
+        assert terms.get(name, 0.0) == pytest.approx(value, rel=1e-6), name
+    forces = np.asarray(jax.jit(md.forces)(system))
+    assert np.abs(forces - expected_forces).max() < force_atol
+
+
+@pytest.mark.slow  # ~100 s: OpenMM's Reference PME on 8,865 atoms, term by term
+def test_villin_in_water_with_pme_matches_openmm_charged():
+    """Villin in TIP3P without its chloride ions (net charge +2: the neutralising-plasma term),
+    PME at OpenMM's α and grid, dispersion correction: every term to 1e-6, forces to 1e-3."""
+    pdb = app.PDBFile(VILLIN)
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.delete([r for r in modeller.topology.residues() if r.name in ("Cl", "CL")])
+    files = ("amber14-all.xml", "amber14/tip3p.xml")
+    expected, expected_forces = reference(modeller.topology, modeller.positions, files, nonbondedMethod=app.PME,
+                                          nonbondedCutoff=0.9, constraints=None, rigidWater=False)
+    system = amber14().create_system(modeller, nonbonded_method="PME", nonbonded_cutoff=0.9, rigid_water=False)
+    assert abs(float(jnp.sum(system.atoms.charge)) - 2.0) < 1e-9
+    terms = {k: float(v) for k, v in md.energy_terms(system).items()}
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-6), name
+    forces = np.asarray(jax.jit(md.forces)(system))
+    assert np.abs(forces - expected_forces).max() < 1e-3

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import Array
@@ -105,12 +106,20 @@ def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborLi
 
 
 def _list_for(system, coords) -> NeighborList | None:
-    """A neighbor list for concrete coordinates when the system's terms read one (the same
-    energy as all pairs, at O(N) cost rather than O(N²) memory); None when traced."""
-    if not system.uses_neighbor_list() or isinstance(coords, jax.core.Tracer):
+    """A neighbor list when the system's terms read one (the same energy as all pairs, at O(N)
+    cost rather than O(N²) memory): sized from concrete coordinates, or, when they are traced,
+    from the finder's `capacity` (an overflow then raises); None when neither is possible."""
+    if not system.uses_neighbor_list():
         return None
-    finder, excluded = system.neighbor_finder, system.excluded_pairs().array
-    return finder.build(coords, system.boundary, excluded, finder.initial_capacity(coords, system.boundary, excluded))
+    finder, boundary, excluded = system.neighbor_finder, system.boundary, system.excluded_pairs().array
+    if not isinstance(coords, jax.core.Tracer):
+        return finder.build(coords, boundary, excluded, finder.initial_capacity(coords, boundary, excluded))
+    if finder.capacity is None:
+        return None
+    neighbors = finder.build(coords, boundary, excluded, finder.given_capacity(coords.shape[0], boundary))
+    return eqx.error_if(neighbors, neighbors.overflowed,
+                        f"energy_and_forces: the neighbor list overflowed its capacity ({finder.capacity} slots per "
+                        "atom, or its cell slots) at these coordinates; give the neighbor finder a larger capacity")
 
 
 def energy_terms(system, coords: Array | None = None, neighbors: NeighborList | None = None) -> dict[str, Array]:

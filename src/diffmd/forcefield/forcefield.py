@@ -189,11 +189,11 @@ def _check_against(system, reference, decoded) -> None:
             name, count, getter, fields, atoms = _TERM_ROWS[kind]
             term = terms.get(name)
             rows = [getattr(force, getter)(k) for k in range(getattr(force, count)())]
-            theirs = np.array([[*r[:atoms], *(_value(v) for v in r[atoms:])] for r in rows]).reshape(len(rows), -1)
             if term is None:
-                if len(rows):
+                if rows:
                     raise RuntimeError(f"ForceField: diffmd made no {name} for OpenMM's {kind}")
                 continue
+            theirs = np.array([[*r[:atoms], *(_value(v) for v in r[atoms:])] for r in rows]).reshape(len(rows), -1)
             ours = np.column_stack([term.indices.array, *[np.asarray(getattr(term, f)).reshape(term.n_terms, -1)
                                                          for f in fields]])
             if kind != "RBTorsionForce":  # OpenMM drops terms with k = 0; diffmd keeps them (their k has a gradient)

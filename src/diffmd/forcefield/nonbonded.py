@@ -82,18 +82,16 @@ def nonbonded_terms(force, boundary, dtype, neighbor_skin: float = 0.1) -> Nonbo
             pairwise.append(CoulombReactionField(distance=rc, solvent_dielectric=force.getReactionFieldDielectric(),
                                                  use_neighbors=True))
     else:
-        from ..forces.ewald import EwaldDirect
-        from ..forces.pme import PME, EwaldSum
+        from ..forces import PME, EwaldDirect, EwaldSum
 
         alpha, grid = _ewald_settings(force, method, rc, np.asarray(boundary.sides))
         pairwise.append(EwaldDirect(alpha=alpha, distance=rc, use_neighbors=True))
         global_.append((PME if method == "PME" else EwaldSum)(alpha, grid, excluded=pairs))
     if periodic and force.getUseDispersionCorrection() and has_lj:
-        from ..forces.dispersion_correction import DispersionCorrection
+        from ..forces import DispersionCorrection
 
         switch = _number(force.getSwitchingDistance()) if force.getUseSwitchingFunction() else None
-        global_.append(DispersionCorrection(classes=DispersionCorrection.classes_of(table[:, 1], table[:, 2]),
-                                            cutoff=rc, switch_distance=switch))
+        global_.append(DispersionCorrection.from_parameters(table[:, 1], table[:, 2], rc, switch))
     finder = CellListNeighborFinder(rc + neighbor_skin) if pairwise else None
     return NonbondedTerms(per_atom, pairwise, bonded, global_, finder)
 
@@ -101,7 +99,7 @@ def nonbonded_terms(force, boundary, dtype, neighbor_skin: float = 0.1) -> Nonbo
 def _ewald_settings(force, method, rc, sides):
     """(α, grid or k-vector counts): PME's own settings where the force gives them
     (`setPMEParameters`), else OpenMM's rules from the error tolerance."""
-    from ..forces.pme import ewald_parameters
+    from ..forces.ewald import ewald_parameters
 
     if method == "PME":
         alpha, nx, ny, nz = force.getPMEParameters()

@@ -87,6 +87,11 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
     frozen = np.flatnonzero(masses == 0)
     safe_masses = np.where(masses == 0, 1.0, masses)  # a fixed atom's mass is never used
     atoms = Atoms(_float(safe_masses, dtype), **{k: _float(v, dtype) for k, v in per_atom.items()})
+    if finder is not None:  # slots per atom from these coordinates, so traced evaluations can build lists too
+        excluded = np.concatenate([t.excluded_pairs() for t in bonded if t.excluded_pairs() is not None] or
+                                  [np.zeros((0, 2), np.int64)])
+        excluded = np.unique(np.sort(excluded, axis=1), axis=0).astype(np.int32)
+        finder = finder.sized_for(coords, boundary, excluded)
     return System(atoms=atoms, coords=coords, boundary=boundary,
                   velocities=None if velocities is None else _float(in_nm(velocities, per_ps=True), dtype),
                   pairwise_inters=pairwise, bonded_inters=bonded, global_inters=global_, neighbor_finder=finder,

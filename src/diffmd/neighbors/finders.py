@@ -188,8 +188,27 @@ class CellListNeighborFinder(_ListFinder):
 
     Attributes: see DistanceNeighborFinder; `capacity` is neighbor slots per atom (K). The
     atom slots per cell are chosen from the starting coordinates (or from the density when
-    they are traced), with the same margin.
+    they are traced), with the same margin. `grid`: the cells per side when the box is traced
+    (None: chosen from the concrete box; (): no cells, all pairs), e.g. fixed by `sized_for`.
     """
+
+    grid: tuple | None = eqx.field(static=True, default=None)
+
+    def __init__(self, cutoff: float, every: int | None = None, eligible=None, capacity: int | None = None,
+                 margin: float = 1.25, *, ineligible=None, grid=None):
+        super().__init__(cutoff, every, eligible, capacity, margin, ineligible=ineligible)
+        self.grid = None if grid is None else tuple(int(g) for g in grid)
+
+    def with_capacity(self, capacity: int):
+        return type(self)(self.cutoff, self.every, capacity=capacity, margin=self.margin, ineligible=self.ineligible,
+                          grid=self.grid)
+
+    def sized_for(self, coords, boundary, excluded: np.ndarray) -> CellListNeighborFinder:
+        """This finder with the slots per atom and the cell grid of these concrete coordinates
+        fixed, so lists can also be built where coordinates and box are traced."""
+        capacity = self.initial_capacity(coords, boundary, excluded)
+        return type(self)(self.cutoff, self.every, capacity=capacity.slots, margin=self.margin,
+                          ineligible=self.ineligible, grid=capacity.grid or ())
 
     def initial_capacity(self, coords, boundary, excluded: np.ndarray) -> Capacity:
         n = coords.shape[0]
@@ -227,6 +246,8 @@ class CellListNeighborFinder(_ListFinder):
         if not isinstance(boundary, RectangularBoundary):
             return None
         if isinstance(boundary.sides, jax.core.Tracer):
+            if self.grid is not None:
+                return self.grid or None
             raise ValueError(f"{type(self).__name__}: the cell grid needs a concrete box; build the System "
                              "outside jit/vmap, or use DistanceNeighborFinder")
         sides = np.asarray(jax.device_get(boundary.sides), dtype=np.float64)
