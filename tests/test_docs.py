@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["losses.md", "parallel.md", "interactions.md", "../README.md"]
+PAGES = ["losses.md", "parallel.md", "interactions.md", "forcefields.md", "../README.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)
