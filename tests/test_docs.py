@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["losses.md", "parallel.md", "interactions.md", "forcefields.md", "../README.md"]
+# losses.md trains for ~30 s: run with the slow checks (`-m slow`)
+PAGES = [pytest.param("losses.md", marks=pytest.mark.slow), "parallel.md", "interactions.md", "forcefields.md",
+         "../README.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -191,6 +191,7 @@ def test_ewald_sum_equals_openmm():
         assert abs(float(jit_energy(build(other))) - e_ref) > 1e-7 * abs(e_ref)
 
 
+@pytest.mark.slow  # ~6 s: a converged Ewald sum
 def test_pme_and_ewald_sum_agree_at_high_accuracy():
     """Two methods, one energy: at a tight tolerance PME and the plain sum agree closely."""
     coords, charges, _ = _charged(4, n=60)

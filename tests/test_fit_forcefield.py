@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+
 openmm = pytest.importorskip("openmm")
 app = pytest.importorskip("openmm.app")
 

@@ -72,6 +72,7 @@ def test_villin_in_vacuum_every_term_matches_openmm_reference():
     assert ours.remove_com_motion  # createSystem adds a CMMotionRemover
 
 
+@pytest.mark.slow  # ~6 s; the reaction field with switching is also checked on a water box (test_forcefield)
 @pytest.mark.parametrize("method", ["CutoffNonPeriodic"])
 def test_villin_in_vacuum_reaction_field(method):
     topology, positions = villin_in_vacuum()

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+
 from diffmd.parallel import AXIS, map_replicas, replica_mesh, replica_sharding
 
 CHILD = r'''

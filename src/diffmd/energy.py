@@ -96,6 +96,13 @@ def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborLi
     coords = system.coords if coords is None else coords
     if neighbors is None:
         neighbors = _list_for(system, coords)
+    return _evaluate(system, coords, neighbors, derivatives)
+
+
+@eqx.filter_jit
+def _evaluate(system, coords, neighbors, derivatives: str):
+    """The orchestration, compiled once per System structure (an eager call would otherwise
+    dispatch, and compile, every operation on its own; inside a trace it is inlined)."""
     energy, forces = _pairwise(system, coords, neighbors, derivatives)
     if any(isinstance(t, BondedInteraction) and t.n_terms for t in system.bonded_inters) or system.global_inters:
         e, gradient = jax.value_and_grad(lambda x: _bonded_energy(system, x) + _global_energy(system, x))(coords)
