@@ -148,6 +148,14 @@ def test_clear_errors():
         ff.create_system((topology, positions), nonbonded_method="pme")
     with pytest.raises(ValueError, match="constraints"):
         ff.create_system((topology, positions), constraints="HBonds")
+    small = water_box()  # a 2 nm box
+    with pytest.raises(ValueError, match="twice the cutoff"):
+        ff.create_system(small, nonbonded_method="PME", nonbonded_cutoff=1.2, rigid_water=False)
+    with pytest.raises(ValueError, match="No parameters defined for atom type"):  # a missing parameter
+        broken = md.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        generator = next(g for g in broken.openmm._forces if type(g).__name__ == "NonbondedGenerator")
+        generator.params.paramsForType.pop("protein-CX")
+        broken.create_system((topology, positions))
 
 
 def test_nve_run_in_vacuum_follows_openmm():
