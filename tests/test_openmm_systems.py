@@ -92,3 +92,16 @@ def test_unsupported_forces_and_constraints_are_named():
     system.addForce(openmm.CustomExternalForce("x^2"))
     with pytest.raises(ValueError, match="CustomExternalForce"):
         md.from_openmm(system, positions)
+
+
+@pytest.mark.slow  # ~45 s: the tabulated LJ runs on the pure-JAX pair kernel (a table lookup per pair)
+@pytest.mark.parametrize("files", [("charmm36_2024.xml",), ("charmm36.xml",)])
+def test_charmm_protein_in_vacuum_matches_openmm(files):
+    """CHARMM36: Urey-Bradley terms, CMAP, harmonic impropers (CustomTorsionForce), LJ from
+    NBFIX tables (CustomNonbondedForce) and its 1-4 pairs (CustomBondForce), term by term."""
+    topology, positions = villin_in_vacuum()
+    system = app.ForceField(*files).createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None,
+                                                 rigidWater=False)
+    kinds = {type(f).__name__ for f in system.getForces()}
+    assert {"CustomNonbondedForce", "CustomBondForce", "CustomTorsionForce", "CMAPTorsionForce"} <= kinds
+    compare(system, positions)

@@ -21,6 +21,7 @@ from ..dynamics.constraints import FixedAtoms
 from ..forces import CMAPTorsions, HarmonicAngles, HarmonicBonds, PeriodicTorsions, RBTorsions
 from ..space import NoBoundary, RectangularBoundary
 from ..system import System
+from .custom_forces import custom_bonds, custom_nonbonded, custom_torsions
 from .nonbonded import nonbonded_terms
 from .quantities import box_sides, in_nm
 
@@ -64,25 +65,43 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
         boundary = NoBoundary(n_dims=3)
 
     per_atom, pairwise, bonded, global_, finder, remove_com = {}, [], [], [], None, False
-    for force in openmm_system.getForces():
+    forces = openmm_system.getForces()
+    # NonbondedForce first: CHARMM's tabulated LJ checks its exclusions against the exceptions
+    forces = sorted(forces, key=lambda f: type(f).__name__ != "NonbondedForce")
+    exception_pairs = np.zeros((0, 2), np.int64)
+    for force in forces:
         kind = type(force).__name__
         if kind == "CMMotionRemover":
             remove_com = True
         elif kind == "NonbondedForce":
-            if per_atom:
+            if "charge" in per_atom:
                 raise ValueError("from_openmm: more than one NonbondedForce")
             terms = nonbonded_terms(force, boundary, coords.dtype, neighbor_skin)
-            per_atom, finder = terms.per_atom, terms.neighbor_finder
+            per_atom, finder = {**per_atom, **terms.per_atom}, terms.neighbor_finder
+            exception_pairs = np.array([force.getExceptionParameters(k)[:2] for k in range(force.getNumExceptions())],
+                                       dtype=np.int64).reshape(-1, 2)
             pairwise += terms.pairwise
             bonded += terms.bonded
             global_ += terms.global_
+        elif kind == "CustomNonbondedForce":
+            term, types = custom_nonbonded(force, exception_pairs, coords.dtype, _float_as)
+            pairwise.append(term)
+            per_atom["lj_type"] = types
+            if term.use_neighbors and finder is None:
+                raise ValueError("from_openmm: a CustomNonbondedForce with a cutoff needs the NonbondedForce's "
+                                 "neighbor list (none here)")
+        elif kind in ("CustomTorsionForce", "CustomBondForce"):
+            term = (custom_torsions if kind == "CustomTorsionForce" else custom_bonds)(force, coords.dtype, _float_as)
+            if term is not None:
+                bonded.append(term)
         elif kind in _BONDED:
             term = _BONDED[kind](force, coords.dtype)
             if term is not None:
                 bonded.append(term)
         else:
             raise ValueError(f"from_openmm: the openmm.System has a {kind}, which diffmd does not support "
-                             f"(supported: {', '.join(sorted([*_BONDED, 'NonbondedForce', 'CMMotionRemover']))})")
+                             f"(supported: {', '.join(sorted([*_BONDED, 'NonbondedForce', 'CMMotionRemover']))}, and "
+                             "the CustomTorsion/Bond/NonbondedForce that openmm.app makes for CHARMM)")
 
     frozen = np.flatnonzero(masses == 0)
     safe_masses = np.where(masses == 0, 1.0, masses)  # a fixed atom's mass is never used
@@ -96,6 +115,10 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
                   velocities=None if velocities is None else _float(in_nm(velocities, per_ps=True), dtype),
                   pairwise_inters=pairwise, bonded_inters=bonded, global_inters=global_, neighbor_finder=finder,
                   constraints=FixedAtoms(frozen) if len(frozen) else None, remove_com_motion=remove_com)
+
+
+def _float_as(values, dtype):
+    return _float(values, dtype)
 
 
 def _float(values, dtype):

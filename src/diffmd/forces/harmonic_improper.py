@@ -30,6 +30,8 @@ class HarmonicImpropers(BondedInteraction):
     this one for its θ0 = 0 impropers, and for θ0 = π only while |θ − θ0| <= π.)
     """
 
+    openmm_force = "CustomTorsionForce"  # the OpenMM force it reproduces (`diffmd.energy_terms` labels)
+
     theta0: Array = eqx.field(converter=float_array)
     k: Array = eqx.field(converter=float_array)
     mergeable = True
