@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import diffmd as md
+from test_openmm_systems import villin_in_vacuum
 
 openmm = pytest.importorskip("openmm")
 app = pytest.importorskip("openmm.app")
@@ -30,14 +31,6 @@ KJ = unit.kilojoule_per_mole
 @functools.lru_cache(maxsize=None)
 def amber14():
     return md.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-
-
-@functools.lru_cache(maxsize=None)
-def villin_in_vacuum():
-    pdb = app.PDBFile(VILLIN)
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.delete([r for r in modeller.topology.residues() if r.name in ("HOH", "Cl", "CL", "Na", "NA")])
-    return modeller.topology, modeller.positions
 
 
 def reference(topology, positions, forcefield_files, **args):

@@ -102,7 +102,6 @@ class ForceFieldBinding(eqx.Module):
         replacements = []  # (getter, value)
         for position, section, entries in index.terms:
             values = p[section]
-            term = system.bonded_inters[position]
             if section == "CMAPTorsionForce":
                 updates = {"maps": jnp.asarray(values["map"], dtype)}
             elif section == "HarmonicBondForce":
@@ -115,7 +114,6 @@ class ForceFieldBinding(eqx.Module):
                 updates = {"coefficients": take(values["c"], entries)}
             for field, value in updates.items():
                 replacements.append((lambda s, pos=position, f=field: getattr(s.bonded_inters[pos], f), value))
-            del term
         if index.exceptions is not None:
             position, is_14 = index.exceptions
             term = system.bonded_inters[position]

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..forces import HarmonicImpropers, LennardJonesPairs, PlainCutoff, SwitchedCutoff, TabulatedLennardJones
+from .quantities import as_jax, number
 
 _WRAPPED_IMPROPER = f"k*min(dtheta,2*pi-dtheta)^2;dtheta=abs(theta-theta0);pi={math.pi!r}"
 _PLAIN_IMPROPER = "k*(theta-theta0)^2"
@@ -32,7 +33,7 @@ def _refuse(force, why: str):
                       f"support; energy: {force.getEnergyFunction()!r}")
 
 
-def custom_torsions(force, dtype, as_array):
+def custom_torsions(force, dtype):
     expression = _expression(force)
     names = [force.getPerTorsionParameterName(i) for i in range(force.getNumPerTorsionParameters())]
     if expression not in (_WRAPPED_IMPROPER, _PLAIN_IMPROPER) or sorted(names) != ["k", "theta0"] \
@@ -44,11 +45,11 @@ def custom_torsions(force, dtype, as_array):
     values = np.array([[dict(zip(names, r[4]))[n] for n in ("theta0", "k")] for r in rows], dtype=np.float64)
     if expression == _PLAIN_IMPROPER and np.any(values[:, 0] != 0):
         raise _refuse(force, "the unwrapped k*(theta-theta0)^2 with θ0 ≠ 0 differs from the periodic form")
-    return HarmonicImpropers(indices=[r[:4] for r in rows], theta0=as_array(values[:, 0], dtype),
-                             k=as_array(values[:, 1], dtype))
+    return HarmonicImpropers(indices=[r[:4] for r in rows], theta0=as_jax(values[:, 0], dtype),
+                             k=as_jax(values[:, 1], dtype))
 
 
-def custom_bonds(force, dtype, as_array):
+def custom_bonds(force, dtype):
     names = [force.getPerBondParameterName(i) for i in range(force.getNumPerBondParameters())]
     if _expression(force) != _LJ_PAIR or sorted(names) != ["epsilon", "sigma"] or force.getNumGlobalParameters():
         raise _refuse(force, "not CHARMM's Lennard-Jones 1-4 pairs")
@@ -56,11 +57,11 @@ def custom_bonds(force, dtype, as_array):
     if not rows:
         return None
     values = np.array([[dict(zip(names, r[2]))[n] for n in ("sigma", "epsilon")] for r in rows], dtype=np.float64)
-    return LennardJonesPairs(indices=[r[:2] for r in rows], sigma=as_array(values[:, 0], dtype),
-                             epsilon=as_array(values[:, 1], dtype))
+    return LennardJonesPairs(indices=[r[:2] for r in rows], sigma=as_jax(values[:, 0], dtype),
+                             epsilon=as_jax(values[:, 1], dtype))
 
 
-def custom_nonbonded(force, nonbonded_pairs: np.ndarray, dtype, as_array):
+def custom_nonbonded(force, nonbonded_pairs: np.ndarray, dtype):
     """(TabulatedLennardJones, per-atom lj_type) of CHARMM's LJ force; its exclusions must be
     among the NonbondedForce's exception pairs (they are then excluded from both)."""
     names = [force.getPerParticleParameterName(i) for i in range(force.getNumPerParticleParameters())]
@@ -86,10 +87,10 @@ def custom_nonbonded(force, nonbonded_pairs: np.ndarray, dtype, as_array):
     types = np.array([force.getParticleParameters(i)[0] for i in range(force.getNumParticles())], dtype=np.float64)
     cutoff_kwargs = {}
     if method != 0:
-        rc = force.getCutoffDistance()._value
-        cutoff_kwargs = dict(use_neighbors=True, cutoff=SwitchedCutoff(rc, force.getSwitchingDistance()._value)
+        rc = number(force.getCutoffDistance())
+        cutoff_kwargs = dict(use_neighbors=True, cutoff=SwitchedCutoff(rc, number(force.getSwitchingDistance()))
                              if force.getUseSwitchingFunction() else PlainCutoff(rc))
-    term = TabulatedLennardJones(acoef=as_array(grids["acoef"], dtype), bcoef=as_array(grids["bcoef"], dtype),
+    term = TabulatedLennardJones(acoef=as_jax(grids["acoef"], dtype), bcoef=as_jax(grids["bcoef"], dtype),
                                  **cutoff_kwargs)
     return term, types
 

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .binding import ForceFieldBinding
-from .openmm_system import from_openmm
+from .openmm_system import TERM_ROWS, from_openmm, term_rows
 from .parameters import ParameterTables, decode, tagged
-from .quantities import in_nm
+from .quantities import in_nm, number
 from .xml_files import load_trees, registered_elements, write_trees
 
 NONBONDED_METHODS = ("NoCutoff", "CutoffNonPeriodic", "CutoffPeriodic", "Ewald", "PME")
@@ -84,9 +84,9 @@ class ForceField:
                              "structure has none (give the PDB a CRYST1 record, or call "
                              "topology.setPeriodicBoxVectors, or use 'NoCutoff')")
         self._check_templates(topology)
-        args = dict(nonbondedMethod=getattr(app, nonbonded_method), nonbondedCutoff=_nm(nonbonded_cutoff),
+        args = dict(nonbondedMethod=getattr(app, nonbonded_method), nonbondedCutoff=number(nonbonded_cutoff),
                     constraints=constraints, rigidWater=rigid_water, removeCMMotion=remove_cm_motion,
-                    hydrogenMass=hydrogen_mass, switchDistance=None if switch_distance is None else _nm(switch_distance),
+                    hydrogenMass=hydrogen_mass, switchDistance=None if switch_distance is None else number(switch_distance),
                     ewaldErrorTolerance=ewald_error_tolerance, residueTemplates=dict(residue_templates or {}))
         if dispersion_correction is not None:
             args["useDispersionCorrection"] = bool(dispersion_correction)
@@ -101,7 +101,7 @@ class ForceField:
         parameters = self.parameters if parameters is None else parameters
         binding = ForceFieldBinding.build(system, parameters, decoded)
         system = binding.bind(_with_binding(system, binding), parameters)
-        _check_against(system, reference, decoded)
+        _check_against(system, reference)
         return system
 
     def _check_templates(self, topology):
@@ -172,58 +172,42 @@ def _with_binding(system, binding):
     return eqx.tree_at(lambda s: s.force_field, system, binding, is_leaf=lambda x: x is None)
 
 
-def _check_against(system, reference, decoded) -> None:
+def _check_against(system, reference) -> None:
     """The bound System must hold OpenMM's own numbers: compare per-atom values and every term
     with the openmm.System createSystem made (terms with k = 0, which OpenMM drops, aside)."""
     import openmm
 
-    del decoded
-
     n = reference.getNumParticles()
     masses = np.array([reference.getParticleMass(i).value_in_unit(openmm.unit.dalton) for i in range(n)])
     _close("masses", np.asarray(system.atoms.mass), masses)
-    terms = {type(t).__name__: t for t in system.bonded_inters}
+    terms = {type(t): t for t in system.bonded_inters}
     for force in reference.getForces():
         kind = type(force).__name__
-        if kind in _TERM_ROWS:
-            name, count, getter, fields, atoms = _TERM_ROWS[kind]
-            term = terms.get(name)
-            rows = [getattr(force, getter)(k) for k in range(getattr(force, count)())]
+        if kind in TERM_ROWS:
+            term_type, *_, fields = TERM_ROWS[kind]
+            indices, values = term_rows(force)
+            term = terms.get(term_type)
             if term is None:
-                if rows:
-                    raise RuntimeError(f"ForceField: diffmd made no {name} for OpenMM's {kind}")
+                if len(indices):
+                    raise RuntimeError(f"ForceField: diffmd made no {term_type.__name__} for OpenMM's {kind}")
                 continue
-            theirs = np.array([[*r[:atoms], *(_value(v) for v in r[atoms:])] for r in rows]).reshape(len(rows), -1)
             ours = np.column_stack([term.indices.array, *[np.asarray(getattr(term, f)).reshape(term.n_terms, -1)
                                                          for f in fields]])
             if kind != "RBTorsionForce":  # OpenMM drops terms with k = 0; diffmd keeps them (their k has a gradient)
                 ours = ours[ours[:, -1] != 0]
-            _close(kind, ours, theirs)
+            _close(kind, ours, np.column_stack([indices, values]))
         elif kind == "NonbondedForce":
-            table = np.array([[v._value for v in force.getParticleParameters(i)] for i in range(n)])
+            table = np.array([[number(v) for v in force.getParticleParameters(i)] for i in range(n)])
             for column, name in enumerate(("charge", "sigma", "epsilon")):
                 _close(f"NonbondedForce {name}", np.asarray(system.atoms[name]), table[:, column])
             term = next(t for t in system.bonded_inters if type(t).__name__ == "NonbondedExceptions")
-            rows = np.array([[v if isinstance(v, int) else v._value for v in force.getExceptionParameters(k)]
+            rows = np.array([[number(v) for v in force.getExceptionParameters(k)]
                              for k in range(force.getNumExceptions())]).reshape(-1, 5)
             ours = np.column_stack([term.indices.array, np.asarray(term.charge_prod), np.asarray(term.sigma),
                                     np.asarray(term.epsilon)])
             eps_zero = rows[:, 4] == 0  # OpenMM's σ of a zero-ε exception is arbitrary
             rows[eps_zero, 3] = ours[eps_zero, 3]
             _close("NonbondedForce exceptions", ours, rows)
-
-
-_TERM_ROWS = {  # OpenMM force -> (diffmd term, count method, row getter, fields after the atoms, atoms per row)
-    "HarmonicBondForce": ("HarmonicBonds", "getNumBonds", "getBondParameters", ("r0", "k"), 2),
-    "HarmonicAngleForce": ("HarmonicAngles", "getNumAngles", "getAngleParameters", ("theta0", "k"), 3),
-    "PeriodicTorsionForce": ("PeriodicTorsions", "getNumTorsions", "getTorsionParameters",
-                             ("periodicity", "phase", "k"), 4),
-    "RBTorsionForce": ("RBTorsions", "getNumTorsions", "getTorsionParameters", ("coefficients",), 4),
-}
-
-
-def _value(v) -> float:
-    return float(v._value) if hasattr(v, "_value") else float(v)
 
 
 def _close(what, ours, theirs):
@@ -256,14 +240,6 @@ def _structure(structure):
     if not np.all(np.isfinite(positions)):
         raise ValueError("create_system: the positions contain NaN or inf")
     return topology, positions
-
-
-def _nm(value) -> float:
-    if hasattr(value, "value_in_unit"):
-        import openmm.unit
-
-        return float(value.value_in_unit(openmm.unit.nanometer))
-    return float(value)
 
 
 def _as_jax(values: dict) -> dict:

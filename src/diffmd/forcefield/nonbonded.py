@@ -19,10 +19,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..forces import (Coulomb, CoulombReactionField, LennardJones, NoCutoff, NonbondedExceptions, PlainCutoff,
+from ..forces import (Coulomb, CoulombReactionField, LennardJones, NonbondedExceptions, PlainCutoff,
                       SwitchedCutoff)
 from ..neighbors import CellListNeighborFinder
 from ..space import RectangularBoundary
+from .quantities import as_jax, number
 
 _METHODS = {0: "NoCutoff", 1: "CutoffNonPeriodic", 2: "CutoffPeriodic", 3: "Ewald", 4: "PME", 5: "LJPME"}
 
@@ -46,15 +47,15 @@ def nonbonded_terms(force, boundary, dtype, neighbor_skin: float = 0.1) -> Nonbo
         if count:
             raise ValueError(f"from_openmm: NonbondedForce {what} are not supported")
     n = force.getNumParticles()
-    table = np.array([[_number(v) for v in force.getParticleParameters(i)] for i in range(n)]).reshape(n, 3)
+    table = np.array([[number(v) for v in force.getParticleParameters(i)] for i in range(n)]).reshape(n, 3)
     per_atom = {"charge": table[:, 0], "sigma": table[:, 1], "epsilon": table[:, 2]}
     exceptions = [force.getExceptionParameters(k) for k in range(force.getNumExceptions())]
     pairs = np.array([e[:2] for e in exceptions], dtype=np.int64).reshape(-1, 2)
-    values = np.array([[_number(v) for v in e[2:]] for e in exceptions]).reshape(-1, 3)
+    values = np.array([[number(v) for v in e[2:]] for e in exceptions]).reshape(-1, 3)
     bonded = []
     if len(pairs):
-        bonded.append(NonbondedExceptions(indices=pairs, charge_prod=_as(values[:, 0], dtype),
-                                          sigma=_as(values[:, 1], dtype), epsilon=_as(values[:, 2], dtype)))
+        bonded.append(NonbondedExceptions(indices=pairs, charge_prod=as_jax(values[:, 0], dtype),
+                                          sigma=as_jax(values[:, 1], dtype), epsilon=as_jax(values[:, 2], dtype)))
 
     has_lj = bool(np.any(table[:, 2] != 0))
     has_charge = bool(np.any(table[:, 0] != 0))
@@ -66,14 +67,14 @@ def nonbonded_terms(force, boundary, dtype, neighbor_skin: float = 0.1) -> Nonbo
     if periodic != isinstance(boundary, RectangularBoundary):
         raise ValueError(f"from_openmm: NonbondedForce method {method} "
                          f"{'needs a periodic box' if periodic else 'is for systems without a box'}")
-    rc = _number(force.getCutoffDistance())
+    rc = number(force.getCutoffDistance())
     if periodic:
         half = float(np.min(np.asarray(boundary.sides))) / 2
         if rc > half:
             raise ValueError(f"from_openmm: the cutoff {rc} nm exceeds half the smallest box side ({half} nm); "
                              "the box must be at least twice the cutoff")
         neighbor_skin = min(neighbor_skin, half - rc)
-    lj_cutoff = (SwitchedCutoff(rc, _number(force.getSwitchingDistance())) if force.getUseSwitchingFunction()
+    lj_cutoff = (SwitchedCutoff(rc, number(force.getSwitchingDistance())) if force.getUseSwitchingFunction()
                  else PlainCutoff(rc))
     pairwise = [LennardJones(cutoff=lj_cutoff, use_neighbors=True)] if has_lj else []
     global_ = []
@@ -90,7 +91,7 @@ def nonbonded_terms(force, boundary, dtype, neighbor_skin: float = 0.1) -> Nonbo
     if periodic and force.getUseDispersionCorrection() and has_lj:
         from ..forces import DispersionCorrection
 
-        switch = _number(force.getSwitchingDistance()) if force.getUseSwitchingFunction() else None
+        switch = number(force.getSwitchingDistance()) if force.getUseSwitchingFunction() else None
         global_.append(DispersionCorrection.from_parameters(table[:, 1], table[:, 2], rc, switch))
     finder = CellListNeighborFinder(rc + neighbor_skin) if pairwise else None
     return NonbondedTerms(per_atom, pairwise, bonded, global_, finder)
@@ -103,23 +104,9 @@ def _ewald_settings(force, method, rc, sides):
 
     if method == "PME":
         alpha, nx, ny, nz = force.getPMEParameters()
-        if _number(alpha) != 0 and min(nx, ny, nz) > 0:
-            return _number(alpha), (int(nx), int(ny), int(nz))
+        if number(alpha) != 0 and min(nx, ny, nz) > 0:
+            return number(alpha), (int(nx), int(ny), int(nz))
     return ewald_parameters(method, rc, force.getEwaldErrorTolerance(), sides)
-
-
-def _number(value) -> float:
-    if hasattr(value, "value_in_unit_system"):
-        import openmm.unit
-
-        return float(value.value_in_unit_system(openmm.unit.md_unit_system))
-    return float(value)
-
-
-def _as(values, dtype):
-    import jax.numpy as jnp
-
-    return jnp.asarray(values, dtype=dtype)
 
 
 __all__ = ["NonbondedTerms", "nonbonded_terms"]

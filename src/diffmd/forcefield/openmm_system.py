@@ -23,7 +23,7 @@ from ..space import NoBoundary, RectangularBoundary
 from ..system import System
 from .custom_forces import custom_bonds, custom_nonbonded, custom_torsions
 from .nonbonded import nonbonded_terms
-from .quantities import box_sides, in_nm
+from .quantities import as_jax, box_sides, in_nm, number
 
 
 def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, dtype=None,
@@ -46,7 +46,7 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
     import openmm
 
     n = openmm_system.getNumParticles()
-    coords = _float(in_nm(positions), dtype)
+    coords = as_jax(in_nm(positions), dtype)
     if coords.shape != (n, 3):
         raise ValueError(f"from_openmm: positions have shape {coords.shape}, but the openmm.System has {n} particles")
     virtual = [i for i in range(n) if openmm_system.isVirtualSite(i)]
@@ -60,7 +60,7 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
 
     if openmm_system.usesPeriodicBoundaryConditions():
         vectors = box_vectors if box_vectors is not None else openmm_system.getDefaultPeriodicBoxVectors()
-        boundary = RectangularBoundary(_float(box_sides(vectors), dtype))
+        boundary = RectangularBoundary(as_jax(box_sides(vectors), dtype))
     else:
         boundary = NoBoundary(n_dims=3)
 
@@ -84,14 +84,14 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
             bonded += terms.bonded
             global_ += terms.global_
         elif kind == "CustomNonbondedForce":
-            term, types = custom_nonbonded(force, exception_pairs, coords.dtype, _float_as)
+            term, types = custom_nonbonded(force, exception_pairs, coords.dtype)
             pairwise.append(term)
             per_atom["lj_type"] = types
             if term.use_neighbors and finder is None:
                 raise ValueError("from_openmm: a CustomNonbondedForce with a cutoff needs the NonbondedForce's "
                                  "neighbor list (none here)")
         elif kind in ("CustomTorsionForce", "CustomBondForce"):
-            term = (custom_torsions if kind == "CustomTorsionForce" else custom_bonds)(force, coords.dtype, _float_as)
+            term = (custom_torsions if kind == "CustomTorsionForce" else custom_bonds)(force, coords.dtype)
             if term is not None:
                 bonded.append(term)
         elif kind in _BONDED:
@@ -105,58 +105,44 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
 
     frozen = np.flatnonzero(masses == 0)
     safe_masses = np.where(masses == 0, 1.0, masses)  # a fixed atom's mass is never used
-    atoms = Atoms(_float(safe_masses, dtype), **{k: _float(v, dtype) for k, v in per_atom.items()})
+    atoms = Atoms(as_jax(safe_masses, dtype), **{k: as_jax(v, dtype) for k, v in per_atom.items()})
     if finder is not None:  # slots per atom from these coordinates, so traced evaluations can build lists too
         excluded = np.concatenate([t.excluded_pairs() for t in bonded if t.excluded_pairs() is not None] or
                                   [np.zeros((0, 2), np.int64)])
         excluded = np.unique(np.sort(excluded, axis=1), axis=0).astype(np.int32)
         finder = finder.sized_for(coords, boundary, excluded)
     return System(atoms=atoms, coords=coords, boundary=boundary,
-                  velocities=None if velocities is None else _float(in_nm(velocities, per_ps=True), dtype),
+                  velocities=None if velocities is None else as_jax(in_nm(velocities, per_ps=True), dtype),
                   pairwise_inters=pairwise, bonded_inters=bonded, global_inters=global_, neighbor_finder=finder,
                   constraints=FixedAtoms(frozen) if len(frozen) else None, remove_com_motion=remove_com)
 
 
-def _float_as(values, dtype):
-    return _float(values, dtype)
+# OpenMM force -> (diffmd term, count method, row getter, atoms per row, {field: its columns after the atoms})
+TERM_ROWS = {
+    "HarmonicBondForce": (HarmonicBonds, "getNumBonds", "getBondParameters", 2, {"r0": 0, "k": 1}),
+    "HarmonicAngleForce": (HarmonicAngles, "getNumAngles", "getAngleParameters", 3, {"theta0": 0, "k": 1}),
+    "PeriodicTorsionForce": (PeriodicTorsions, "getNumTorsions", "getTorsionParameters", 4,
+                             {"periodicity": 0, "phase": 1, "k": 2}),
+    "RBTorsionForce": (RBTorsions, "getNumTorsions", "getTorsionParameters", 4, {"coefficients": slice(0, 6)}),
+}
 
 
-def _float(values, dtype):
-    import jax.numpy as jnp
+def term_rows(force) -> tuple[np.ndarray, np.ndarray]:
+    """(atoms (B, k), numbers (B, V)) of a force in TERM_ROWS, in OpenMM's order and units."""
+    _, count, getter, atoms, _ = TERM_ROWS[type(force).__name__]
+    rows = [getattr(force, getter)(i) for i in range(getattr(force, count)())]
+    indices = np.array([r[:atoms] for r in rows], dtype=np.int64).reshape(len(rows), atoms)
+    values = np.array([[number(v) for v in r[atoms:]] for r in rows], dtype=np.float64).reshape(len(rows), -1) \
+        if rows else np.zeros((0, 0))
+    return indices, values
 
-    array = jnp.asarray(np.asarray(values, dtype=np.float64))
-    return array.astype(dtype) if dtype is not None else array
 
-
-def _bonds(force, dtype):
-    rows = [force.getBondParameters(b) for b in range(force.getNumBonds())]
-    if not rows:
+def _listed_terms(force, dtype):
+    kind, *_, fields = TERM_ROWS[type(force).__name__]
+    indices, values = term_rows(force)
+    if not len(indices):
         return None
-    return HarmonicBonds(indices=[r[:2] for r in rows], r0=_float([_v(r[2]) for r in rows], dtype),
-                         k=_float([_v(r[3]) for r in rows], dtype))
-
-
-def _angles(force, dtype):
-    rows = [force.getAngleParameters(a) for a in range(force.getNumAngles())]
-    if not rows:
-        return None
-    return HarmonicAngles(indices=[r[:3] for r in rows], theta0=_float([_v(r[3]) for r in rows], dtype),
-                          k=_float([_v(r[4]) for r in rows], dtype))
-
-
-def _periodic_torsions(force, dtype):
-    rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
-    if not rows:
-        return None
-    return PeriodicTorsions(indices=[r[:4] for r in rows], periodicity=_float([r[4] for r in rows], dtype),
-                            phase=_float([_v(r[5]) for r in rows], dtype), k=_float([_v(r[6]) for r in rows], dtype))
-
-
-def _rb_torsions(force, dtype):
-    rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
-    if not rows:
-        return None
-    return RBTorsions(indices=[r[:4] for r in rows], coefficients=_float([[_v(c) for c in r[4:10]] for r in rows], dtype))
+    return kind(indices=indices, **{field: as_jax(values[:, columns], dtype) for field, columns in fields.items()})
 
 
 def _cmap_torsions(force, dtype):
@@ -165,31 +151,14 @@ def _cmap_torsions(force, dtype):
     maps = []
     for m in range(force.getNumMaps()):
         size, energy = force.getMapParameters(m)
-        maps.append(CMAPTorsions.map_from_openmm(size, [_v(e) for e in energy]))
+        maps.append(CMAPTorsions.map_from_openmm(size, [number(e) for e in energy]))
     if len({grid.shape for grid in maps}) > 1:
         raise ValueError(f"from_openmm: CMAPTorsionForce maps of different sizes {sorted({g.shape[0] for g in maps})}")
     rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
-    return CMAPTorsions(indices=[r[1:] for r in rows], maps=_float(np.stack(maps), dtype),
+    return CMAPTorsions(indices=[r[1:] for r in rows], maps=as_jax(np.stack(maps), dtype),
                         map_index=[r[0] for r in rows])
 
 
-def _v(quantity) -> float:
-    """A number in OpenMM's default units (nm, ps, kJ/mol, rad, e), Quantity or not."""
-    return float(quantity.value_in_unit_system(_md_unit_system())) if hasattr(quantity, "unit") else float(quantity)
-
-
-def _md_unit_system():
-    import openmm.unit
-
-    return openmm.unit.md_unit_system
-
-
-_BONDED = {
-    "HarmonicBondForce": _bonds,
-    "HarmonicAngleForce": _angles,
-    "PeriodicTorsionForce": _periodic_torsions,
-    "RBTorsionForce": _rb_torsions,
-    "CMAPTorsionForce": _cmap_torsions,
-}
+_BONDED = {**{kind: _listed_terms for kind in TERM_ROWS}, "CMAPTorsionForce": _cmap_torsions}
 
 __all__ = ["from_openmm"]

@@ -204,7 +204,7 @@ def tagged(tables: ParameterTables):
                     swap(definition, "k", list(definition.k))
                 definition.k[term] = float(row + 1)
         if "RBTorsionForce" in s:
-            generator, n_proper = s["RBTorsionForce"]
+            generator, _ = s["RBTorsionForce"]
             for row, definition in enumerate(list(generator.proper) + list(generator.improper)):
                 swap(definition, "c", [float(row + 1), 0.0, 0.0, 0.0, 0.0, 0.0])
         if "NonbondedForce" in s:

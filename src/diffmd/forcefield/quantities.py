@@ -18,6 +18,23 @@ def in_nm(values, per_ps: bool = False) -> np.ndarray:
                       dtype=np.float64)
 
 
+def number(value) -> float:
+    """A number in OpenMM's default units (nm, ps, kJ/mol, rad, e, amu), Quantity or not."""
+    if hasattr(value, "value_in_unit_system"):
+        import openmm.unit
+
+        return float(value.value_in_unit_system(openmm.unit.md_unit_system))
+    return float(value)
+
+
+def as_jax(values, dtype=None):
+    """A JAX float array (float64 when x64 is on, else float32) or one of `dtype`."""
+    import jax.numpy as jnp
+
+    array = jnp.asarray(np.asarray(values, dtype=np.float64))
+    return array.astype(dtype) if dtype is not None else array
+
+
 def box_sides(vectors) -> np.ndarray:
     """(3,) sides in nm of a rectangular box given as three vectors; a triclinic box is refused."""
     matrix = in_nm(vectors).reshape(3, 3)
@@ -28,4 +45,4 @@ def box_sides(vectors) -> np.ndarray:
     return np.diag(matrix).copy()
 
 
-__all__ = ["box_sides", "in_nm"]
+__all__ = ["as_jax", "box_sides", "in_nm", "number"]
