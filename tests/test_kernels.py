@@ -23,6 +23,7 @@ import scipy.special
 
 import diffmd as md
 from diffmd.energy import energy_and_forces
+from diffmd.forces.base import Params
 from diffmd.forces.lennard_jones import lennard_jones
 from diffmd.kernels import build, codegen, compiled, pairs
 
@@ -372,6 +373,8 @@ POTENTIALS = {
     "soft-sphere": ((md.SoftSphere(cutoff=md.SwitchedCutoff(0.8, 0.6)),), ("sigma", "epsilon"), {}, ()),
     "mie": ((md.Mie(n=10.0, m=5.5, cutoff=md.ShiftedForceCutoff(0.8)),), ("sigma", "epsilon"), {},
             ((0, "n"), (0, "m"))),
+    "mie-shifted-potential": ((md.Mie(n=10.0, m=5.5, cutoff=md.ShiftedPotentialCutoff(0.8)),), ("sigma", "epsilon"),
+                              {}, ((0, "n"), (0, "m"))),  # from r², as the shifted LJ of lj+coulomb
     "lj+coulomb": ((md.LennardJones(cutoff=md.ShiftedPotentialCutoff(0.7)),
                     md.Coulomb(cutoff=md.ShiftedPotentialCutoff(0.8), coulomb_const=1.7)),
                    ("sigma", "epsilon", "charge"), {}, ((1, "coulomb_const"),)),
@@ -433,6 +436,59 @@ def test_pairwise_terms_are_fused_into_one_kernel():
     calls = lambda f: re.findall(r"@(diffmd_pair_\w+)\(", jax.jit(f).lower(system.coords).as_text())  # noqa: E731
     assert sorted(calls(jax.grad(lambda c: loss(c, "reverse")))) == ["diffmd_pair_forward_f64", "diffmd_pair_vjp_f64"]
     assert calls(lambda c: jax.jvp(lambda x: loss(x, "forward"), (c,), (c,))[1]) == ["diffmd_pair_jvp_f64"]
+
+
+@pytest.mark.parametrize("term", [
+    md.LennardJones(cutoff=md.ShiftedPotentialCutoff(1.0)),
+    md.LennardJones(mixing="geometric", cutoff=md.PlainCutoff(1.0)),
+    md.Mie(n=10.0, m=5.0), md.SoftSphere(cutoff=md.ShiftedPotentialCutoff(1.0)),
+    md.TabulatedLennardJones(acoef=[[2e-6, 3e-6], [3e-6, 5e-6]], bcoef=[[2e-3, 2.5e-3], [2.5e-3, 3e-3]],
+                             cutoff=md.PlainCutoff(1.0)),
+])
+def test_squared_distance_forms_equal_the_distance_forms(term):
+    """`energy_r2` (what the compiled kernels evaluate, no square root) gives the same V and
+    s = V'(r)/r, and the same parameter gradients, as `energy` of r, inside and beyond the cutoff."""
+    r = jnp.linspace(0.25, 1.2, 40, dtype=jnp.float64)
+    p_i = Params({"sigma": jnp.full_like(r, 0.3), "sqrt_epsilon": jnp.full_like(r, 0.8),
+                                 "lj_type": jnp.zeros_like(r)})
+    p_j = Params({"sigma": jnp.full_like(r, 0.36), "sqrt_epsilon": jnp.full_like(r, 0.6),
+                                 "lj_type": jnp.ones_like(r)})
+    assert term.energy_r2(r * r, p_i, p_j) is not None
+    via_r = term.value_and_scale(r, p_i, p_j)
+    via_r2 = term.value_and_scale_r2(r * r, p_i, p_j)
+    for a, b in zip(via_r, via_r2):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
+    grad = lambda f: jax.grad(lambda t: jnp.sum(f(t)[0] + f(t)[1]))(term)  # noqa: E731
+    g_r = grad(lambda t: t.value_and_scale(r, p_i, p_j))
+    g_r2 = grad(lambda t: t.value_and_scale_r2(r * r, p_i, p_j))
+    for a, b in zip(jax.tree_util.tree_leaves(g_r), jax.tree_util.tree_leaves(g_r2)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
+
+
+def _forward_source(system) -> str:
+    fused = pairs.fuse(system.pairwise_inters, system.atoms, system.coords.dtype)
+    programs = codegen.trace_programs(fused.vs_r2, len(fused.params), len(fused.globals), system.coords.dtype)
+    return codegen.kernel_sources(programs, system.coords.dtype, 3, fused.cutoff)[1]["forward"]
+
+
+def test_generated_code_takes_square_roots_and_cutoff_tests_only_where_needed():
+    """LJ under a shifted cutoff runs from r² alone (no √, one division per pair), and its own
+    cutoff test, implied by the kernel's, is folded away; Coulomb needs r, and a shorter cutoff
+    of one term among longer ones keeps its test."""
+    lj = _potential_system("lj-geometric", jnp.float32)
+    shifted = eqx.tree_at(lambda s: s.pairwise_inters, lj,
+                          (md.LennardJones(use_neighbors=True, cutoff=md.ShiftedPotentialCutoff(1.0)),))
+    source = _forward_source(shifted)
+    value = source[source.index("T V, sc;"):source.index("nan_if_nan")]
+    assert "Sqrt" not in value and len(re.findall(r"float\(1\) / (?!float\()", value)) == 1  # 1/u (and constants)
+    assert "< float(1.0)" not in value  # no comparison with the cutoff (1 nm: u < 1 and r < 1)
+    with_coulomb = _forward_source(_potential_system("lj+coulomb", jnp.float32))
+    assert "Sqrt" in with_coulomb[with_coulomb.index("T V, sc;"):]
+    mixed = eqx.tree_at(lambda s: s.pairwise_inters, lj,
+                        (md.LennardJones(use_neighbors=True, cutoff=md.ShiftedPotentialCutoff(0.8)),
+                         md.SoftSphere(use_neighbors=True, cutoff=md.PlainCutoff(1.0))))
+    source = _forward_source(mixed)
+    assert "us < float(0.63999" in source  # the LJ's 0.8 nm cutoff within the kernel's 1 nm
 
 
 # ---- the generated code's elementary functions ----------------------------------------------

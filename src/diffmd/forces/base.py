@@ -105,6 +105,11 @@ class _Pairwise(eqx.Module):
         """(V, s) of a 1-4 pair before `weight_14`: no cutoff (as OpenMM's exceptions)."""
         raise NotImplementedError
 
+    def value_and_scale_r2(self, r2: Array, p_i: Params, p_j: Params) -> tuple[Array, Array]:
+        """(V, s) from the squared distance r² > 0, what the compiled kernels evaluate: through
+        r = √r² unless the potential has `energy_r2` and its cutoff needs no r."""
+        return self.value_and_scale(jnp.sqrt(r2), p_i, p_j)
+
 
 class PairwiseInteraction(_Pairwise):
     """Base class for pair potentials: implement `energy(r, p_i, p_j)`.
@@ -133,6 +138,21 @@ class PairwiseInteraction(_Pairwise):
 
     def value_and_scale_14(self, r, p_i, p_j):
         return _value_and_scale(lambda rr: self.energy_14(rr, p_i, p_j), r)
+
+    def energy_r2(self, r2: Array, p_i: Params, p_j: Params) -> Array | None:
+        """Optional: the raw energy as a function of r² (equal to `energy(√r², …)`), or None (the
+        default). Potentials with only even powers of r (Lennard-Jones, Mie, soft sphere) define
+        it, so that under a cutoff that needs no r (none, plain, shifted potential) the compiled
+        kernel takes no square root: s = V'(r)/r = 2 dV/d(r²), one division per pair."""
+        return None
+
+    def value_and_scale_r2(self, r2, p_i, p_j):
+        apply_r2 = getattr(self.cutoff, "apply_r2", None)
+        if apply_r2 is None or self.energy_r2(r2, p_i, p_j) is None:
+            return super().value_and_scale_r2(r2, p_i, p_j)
+        value, slope = jax.jvp(lambda uu: apply_r2(lambda w: self.energy_r2(w, p_i, p_j), uu),
+                               (r2,), (jnp.ones_like(r2),))
+        return value, 2.0 * slope
 
 
 class PairwiseForce(_Pairwise):

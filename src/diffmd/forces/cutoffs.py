@@ -35,6 +35,10 @@ class NoCutoff(eqx.Module):
     def apply(self, potential: Potential, r: Array) -> Array:
         return potential(r)
 
+    def apply_r2(self, potential_r2: Potential, r2: Array) -> Array:
+        """`apply` for a potential written as a function of r² (see `energy_r2`)."""
+        return potential_r2(r2)
+
 
 class _RadialCutoff(eqx.Module):
     distance: float = eqx.field(static=True)
@@ -47,6 +51,10 @@ class _RadialCutoff(eqx.Module):
         inside = r < self.distance
         return inside, jnp.where(inside, r, self.distance)
 
+    def _inside_r2(self, r2: Array):
+        inside = r2 < self.distance**2
+        return inside, jnp.where(inside, r2, self.distance**2)
+
 
 class PlainCutoff(_RadialCutoff):
     """Energy is V(r) inside `distance`, zero outside (discontinuous energy, as in Molly)."""
@@ -54,6 +62,10 @@ class PlainCutoff(_RadialCutoff):
     def apply(self, potential: Potential, r: Array) -> Array:
         inside, r_in = self._inside(r)
         return jnp.where(inside, potential(r_in), 0.0)
+
+    def apply_r2(self, potential_r2: Potential, r2: Array) -> Array:
+        inside, r2_in = self._inside_r2(r2)
+        return jnp.where(inside, potential_r2(r2_in), 0.0)
 
 
 class ShiftedPotentialCutoff(_RadialCutoff):
@@ -63,6 +75,11 @@ class ShiftedPotentialCutoff(_RadialCutoff):
         inside, r_in = self._inside(r)
         v_cut = potential(jnp.full_like(r, self.distance))
         return jnp.where(inside, potential(r_in) - v_cut, 0.0)
+
+    def apply_r2(self, potential_r2: Potential, r2: Array) -> Array:
+        inside, r2_in = self._inside_r2(r2)
+        v_cut = potential_r2(jnp.full_like(r2, self.distance**2))
+        return jnp.where(inside, potential_r2(r2_in) - v_cut, 0.0)
 
 
 class ShiftedForceCutoff(_RadialCutoff):

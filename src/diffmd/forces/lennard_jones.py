@@ -69,6 +69,13 @@ class LennardJones(PairwiseInteraction):
         v = lennard_jones(r_safe, sigma, epsilon)
         return jnp.where(below, v + self.force_cap * (r_cap - r), v)
 
+    def energy_r2(self, r2, p_i, p_j):
+        if self.force_cap is not None:
+            return None
+        sigma, epsilon = pair_sigma_epsilon(p_i, p_j, self.mixing)
+        s6 = (sigma * sigma / r2) ** 3
+        return 4.0 * epsilon * (s6 * s6 - s6)
+
 
 def cap_distance(sigma, epsilon, force_cap: float, iterations: int = 8):
     """Distance r* < 2^(1/6)σ at which the LJ repulsion equals `force_cap`.

@@ -35,9 +35,19 @@ class Mie(PairwiseInteraction):
 
     def energy(self, r, p_i, p_j):
         sigma, epsilon = pair_sigma_epsilon(p_i, p_j, self.mixing)
-        n, m = self.n, self.m
-        prefactor = n / (n - m) * (n / m) ** (m / (n - m))
         active = sigma > 0  # σ = 0: no interaction, and no NaN from log 0 in its gradient
         log_ratio = jnp.log(jnp.where(active, sigma, 1.0) / r)
+        return self._from_log_ratio(log_ratio, active, epsilon)
+
+    def energy_r2(self, r2, p_i, p_j):
+        sigma, epsilon = pair_sigma_epsilon(p_i, p_j, self.mixing)
+        active = sigma > 0
+        safe_sigma = jnp.where(active, sigma, 1.0)
+        return self._from_log_ratio(0.5 * jnp.log(safe_sigma * safe_sigma / r2), active, epsilon)
+
+    def _from_log_ratio(self, log_ratio, active, epsilon):
+        """C ε (e^{n log(σ/r)} − e^{m log(σ/r)}), zero where σ = 0."""
+        n, m = self.n, self.m
+        prefactor = n / (n - m) * (n / m) ** (m / (n - m))
         v = prefactor * epsilon * (jnp.exp(n * log_ratio) - jnp.exp(m * log_ratio))
         return jnp.where(active, v, 0.0)

@@ -32,3 +32,8 @@ class SoftSphere(PairwiseInteraction):
         sigma, epsilon = pair_sigma_epsilon(p_i, p_j, self.mixing)
         s6 = (sigma / r) ** 6
         return 4.0 * epsilon * s6 * s6
+
+    def energy_r2(self, r2, p_i, p_j):
+        sigma, epsilon = pair_sigma_epsilon(p_i, p_j, self.mixing)
+        s6 = (sigma * sigma / r2) ** 3
+        return 4.0 * epsilon * s6 * s6

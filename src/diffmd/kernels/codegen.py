@@ -1,8 +1,8 @@
 """C++ from a pair potential's traced energy: the source of a fused, compiled pair kernel.
 
-A pair function (V, s)(r, θ_i, θ_j, g) — the energy of one pair at distance r and s = V'(r)/r,
-from the per-atom parameters θ of its two atoms and the parameters g shared by all pairs,
-cutoffs applied — is traced by JAX into jaxprs: for (V, s), for their forward-mode derivative
+A pair function (V, s)(u, θ_i, θ_j, g) — the energy of one pair at squared distance u = r² and
+s = V'(r)/r = 2 dV/du, from the per-atom parameters θ of its two atoms and the parameters g
+shared by all pairs, cutoffs applied — is traced by JAX into jaxprs: for (V, s), for their forward-mode derivative
 and for their reverse-mode derivative; no derivative is written by hand. Each jaxpr is an
 elementwise program on scalars; `emit` translates it equation by equation into C++ (exp, log,
 pow, tanh… from `_native/vmath.h`, which vectorise), and `kernel_sources` wraps the three
@@ -147,14 +147,36 @@ def _literal(value, dtype) -> str:
 
 
 class _Emitter:
-    """Translates scalar jaxprs into C++ statements (one `const` local per equation)."""
+    """Translates scalar jaxprs into C++ statements (one `const` local per equation).
 
-    def __init__(self, prefix: str):
+    `distance2`: the name of the program's input u = r², on every pair the kernel evaluates
+    below `cutoff2`; a comparison r < c or u < c² with a constant c at or beyond the cutoff is
+    then true and folded away, with the selects and derivative seeds of a term's own cutoff
+    (a term whose cutoff is the kernel's pays nothing for it). At r = c exactly (u just below
+    c² with √u rounded up to c) the pair then counts as inside, where the pure-JAX kernel puts
+    it outside: which side a boundary pair falls is the evaluation's decision (see kKeep2).
+    """
+
+    def __init__(self, prefix: str, distance2: str | None = None, cutoff2: float = math.inf):
         self.lines: list[str] = []
         self.prefix = prefix
         self.count = 0
         self.reciprocals: dict[str, str] = {}
         self.selects: dict[str, tuple[str, str, str]] = {}  # name -> (predicate, if false, if true)
+        self.distance2, self.cutoff2 = distance2, cutoff2
+        self.distances: set[str] = set()  # names holding √u
+        self.constants: dict[str, float] = {}  # literal text -> value
+
+    def inside_cutoff(self, x: str, c: str) -> bool:
+        """Whether x < c holds on every evaluated pair: x is u (or √u) and c a constant ≥ the
+        cutoff² (or cutoff)."""
+        if c not in self.constants or not math.isfinite(self.cutoff2):
+            return False
+        # c is in the kernel's dtype: a cutoff like 0.9 nm rounds down in float32
+        reach = self.cutoff2 * (1.0 - 1e-6)
+        if x == self.distance2:
+            return self.constants[c] >= reach
+        return x in self.distances and self.constants[c] ** 2 >= reach
 
     def reciprocal(self, y: str, ctype: str) -> str:
         """1/y, computed once per distinct y: a division costs ~20 multiplications in a vector
@@ -183,7 +205,10 @@ class _Emitter:
 
         def read(atom):
             if isinstance(atom, _Literal):
-                return _literal(atom.val, atom.aval.dtype)
+                text = _literal(atom.val, atom.aval.dtype)
+                if np.issubdtype(np.dtype(atom.aval.dtype), np.floating):
+                    self.constants[text] = float(np.asarray(atom.val))
+                return text
             return env[atom]
 
         for var, value in zip(jaxpr.constvars, consts):
@@ -209,8 +234,14 @@ class _Emitter:
             return self.jaxpr(sub, [], args)
         out_aval = eqn.outvars[0].aval
         ctype = _ctype(out_aval)
+        if name in ("lt", "le") and self.inside_cutoff(args[0], args[1]) or \
+                name in ("gt", "ge") and self.inside_cutoff(args[1], args[0]):
+            return ["true"]
         if name in _UNARY:
-            return [self.define(ctype, _UNARY[name].format(args[0], t=ctype))]
+            result = self.define(ctype, _UNARY[name].format(args[0], t=ctype))
+            if name == "sqrt" and args[0] == self.distance2:
+                self.distances.add(result)
+            return [result]
         if name in _BINARY:
             return [self.define(ctype, _BINARY[name].format(*args, t=ctype))]
         if name == "div":
@@ -231,6 +262,8 @@ class _Emitter:
             return [self.integer_pow(args[0], int(params["y"]), ctype)]
         if name == "select_n":
             pred, cases = args[0], args[1:]
+            if pred in ("true", "false") and len(cases) == 2:
+                return [cases[1] if pred == "true" else cases[0]]
             if len(cases) == 2:
                 name = self.define(ctype, f"({pred} ? {cases[1]} : {cases[0]})")
                 self.selects[name] = (pred, cases[0], cases[1])
@@ -269,9 +302,10 @@ class _Emitter:
         return result
 
 
-def emit(closed_jaxpr, inputs: list[str], prefix: str) -> tuple[list[str], list[str]]:
-    """C++ statements computing a scalar jaxpr from named inputs: (lines, output expressions)."""
-    emitter = _Emitter(prefix)
+def emit(closed_jaxpr, inputs: list[str], prefix: str, cutoff2: float = math.inf) -> tuple[list[str], list[str]]:
+    """C++ statements computing a scalar jaxpr from named inputs: (lines, output expressions).
+    With a finite `cutoff2`, inputs[0] is u = r² < cutoff2 (see `_Emitter`)."""
+    emitter = _Emitter(prefix, inputs[0] if math.isfinite(cutoff2) else None, cutoff2)
     outputs = emitter.jaxpr(closed_jaxpr.jaxpr, closed_jaxpr.consts, inputs)
     return emitter.lines, outputs
 
@@ -283,8 +317,8 @@ def emit(closed_jaxpr, inputs: list[str], prefix: str) -> tuple[list[str], list[
 class PairPrograms:
     """Jaxprs of a pair function with P per-atom parameters and G shared ones:
 
-    value(r, θi…, θj…, g…) -> (V, s);  tangent(…, ṙ, θ̇i…, θ̇j…, ġ…) -> (V, s, V̇, ṡ);
-    cotangent(…, a, b) -> (s, r̄, θ̄i…, ḡ…) with (r̄, θ̄, ḡ) = a ∇V + b ∇s.
+    value(u, θi…, θj…, g…) -> (V, s);  tangent(…, u̇, θ̇i…, θ̇j…, ġ…) -> (V, s, V̇, ṡ);
+    cotangent(…, a, b) -> (s, ū, θ̄i…, ḡ…) with (ū, θ̄, ḡ) = a ∇V + b ∇s; u = r².
     """
 
     value: object
@@ -296,10 +330,10 @@ class PairPrograms:
 
 def trace_programs(vs: Callable, n_params: int, n_globals: int, dtype) -> PairPrograms:
     """Trace the value, tangent and cotangent programs of a pair function
-    vs(r, θi, θj, g) -> (V, s) (θ and g tuples) for scalars of `dtype`."""
+    vs(u, θi, θj, g) -> (V, s) of u = r² (θ and g tuples) for scalars of `dtype`."""
 
-    def fn(r, *flat):
-        return vs(r, flat[:n_params], flat[n_params:2 * n_params], flat[2 * n_params:])
+    def fn(u, *flat):
+        return vs(u, flat[:n_params], flat[n_params:2 * n_params], flat[2 * n_params:])
 
     n_in = 1 + 2 * n_params + n_globals
     scalar = jax.ShapeDtypeStruct((), dtype)
@@ -313,8 +347,8 @@ def trace_programs(vs: Callable, n_params: int, n_globals: int, dtype) -> PairPr
         primals, (a, b) = args[:n_in], args[n_in:]
         (v, s), pullback = jax.vjp(fn, *primals)
         bars = pullback((a, b))
-        r_bar, pi_bar, g_bar = bars[0], bars[1:1 + n_params], bars[1 + 2 * n_params:]
-        return (s, r_bar, *pi_bar, *g_bar)
+        u_bar, pi_bar, g_bar = bars[0], bars[1:1 + n_params], bars[1 + 2 * n_params:]
+        return (s, u_bar, *pi_bar, *g_bar)
 
     with jax.ensure_compile_time_eval():
         value = jax.make_jaxpr(fn)(*[scalar] * n_in)
@@ -345,9 +379,10 @@ def kernel_sources(programs: PairPrograms, dtype, dims: int, cutoff: float) -> t
     p, g = programs.n_params, programs.n_globals
     pi, pj, gl = _names("pi", p), _names("pj", p), _names("g", g)
     pid, pjd, gd = _names("pid", p), _names("pjd", p), _names("gd", g)
-    value_lines, (v_out, s_out) = emit(programs.value, ["r", *pi, *pj, *gl], "a")
-    tangent_lines, tangent_out = emit(programs.tangent, ["r", *pi, *pj, *gl, "rd", *pid, *pjd, *gd], "b")
-    cot_lines, cot_out = emit(programs.cotangent, ["r", *pi, *pj, *gl, "e_bar", "mu_d"], "c")
+    c2 = cutoff * cutoff
+    value_lines, (v_out, s_out) = emit(programs.value, ["us", *pi, *pj, *gl], "a", c2)
+    tangent_lines, tangent_out = emit(programs.tangent, ["us", *pi, *pj, *gl, "ud", *pid, *pjd, *gd], "b", c2)
+    cot_lines, cot_out = emit(programs.cotangent, ["us", *pi, *pj, *gl, "e_bar", "mu_d"], "c", c2)
     cutoff2 = _literal(cutoff * cutoff if math.isfinite(cutoff) else math.inf, dtype)
     comps = range(dims)
     subs = {
@@ -366,7 +401,7 @@ def kernel_sources(programs: PairPrograms, dtype, dims: int, cutoff: float) -> t
         "@TANGENT@": _block(tangent_lines, "        ") + "\n        " + " ".join(
             f"{name} = {expr};" for name, expr in zip(("V", "sc", "Vd", "scd"), tangent_out)),
         "@COTANGENT@": _block(cot_lines, "        ") + "\n        " + " ".join(
-            f"{name} = {expr};" for name, expr in zip(["sc", "rb", *_names("pb_", p), *_names("gb_", g)], cot_out)),
+            f"{name} = {expr};" for name, expr in zip(["sc", "ub", *_names("pb_", p), *_names("gb_", g)], cot_out)),
         "@PB_DECL@": " ".join(f"T pb{k} = 0;" for k in range(p)),
         "@GB_DECL@": " ".join(f"T gb{k} = 0;" for k in range(g)),
         "@PB_SLOT_DECL@": " ".join(f"T pb_{k};" for k in range(p)),
@@ -412,7 +447,8 @@ struct Box {
   }
 };
 
-// Minimum-image d = x_j − x_i, its image shift and u = |d|².
+// Minimum-image d = x_j − x_i, its image shift and u = |d|² (us: u where the pair is on, else a
+// harmless 1; the programs take a square root only if the potential needs r).
 #define DIFFMD_GEOMETRY                                                   \
   T d[D], im[D];                                                          \
   T u = 0;                                                                \
@@ -423,7 +459,7 @@ struct Box {
     u += d[c] * d[c];                                                     \
   }                                                                       \
   const bool on = (u > T(0)) & (u < kCutoff2);                            \
-  const T r = vm::Sqrt(on ? u : T(1));
+  const T us = on ? u : T(1);
 
 """
 
@@ -517,7 +553,7 @@ void Jvp(const diffmd::PairRowsArgs* a, const diffmd::PairRowsOut* o, int64_t be
         dd[c] = x_dot[j * D + c] - xdi[c] - im[c] * side_dot[c];
         d_dd += d[c] * dd[c];
       }
-      const T rd = on ? d_dd / r : T(0);
+      const T ud = on ? T(2) * d_dd : T(0);  // u̇ = 2 d·ḋ
       @LOAD_PJ@
       @LOAD_PJD@
       T V, sc, Vd, scd;
@@ -598,15 +634,15 @@ void @NAME@_jvp_uniform(const diffmd::PairRowsArgs* a, const diffmd::PairRowsOut
         mu_d += mu[c] * d[c];
       }
       @LOAD_PJ@
-      T sc, rb;
+      T sc, ub;
       @PB_SLOT_DECL@
       @GB_SLOT_DECL@
       {
 @COTANGENT@
       }
       sc = on ? sc : T(0);
-      const T radial = on ? rb / r : T(0);
-      // ∂ℒ/∂d with ℒ = Ē·V + (μ·d)·s: s μ + (r̄ / r) d
+      const T radial = on ? T(2) * ub : T(0);
+      // ∂ℒ/∂d with ℒ = Ē·V + (μ·d)·s: s μ + 2ū d
       const T g0 = sc * mu[0] + radial * d[0];
       const T g1 = sc * mu[1] + radial * d[1];
       x0 -= g0, x1 -= g1;

@@ -1,8 +1,8 @@
 """All pairwise terms that share neighbor rows, fused into one pass over them.
 
-`fuse` sums the terms' pair functions into one, `vs(r, θ_i, θ_j, g) -> (V, s)`: θ are the
-per-atom arrays the terms read (each array once, however many terms read it) and g every
-scalar float leaf of the terms (so `jax.grad` reaches σ, ε, charges, the Coulomb constant, Mie
+`fuse` sums the terms' pair functions into one, `vs(r, θ_i, θ_j, g) -> (V, s)` (and `vs_r2`,
+the same from r²): θ are the per-atom arrays the terms read (each array once, however many
+terms read it) and g every scalar float leaf of the terms (so `jax.grad` reaches σ, ε, charges, the Coulomb constant, Mie
 exponents…). `pair_energy_forces` evaluates it over the rows:
 
 * compiled (CPU, where a C++ compiler exists): the pair function is traced, its derivatives
@@ -36,7 +36,8 @@ DERIVATIVES = ("any", "reverse", "forward")
 class Fused:
     """The fused pair function of some terms, and its inputs for one system."""
 
-    vs: Callable
+    vs: Callable  # (r, θ_i, θ_j, g) -> (V, s): the pure-JAX kernel's
+    vs_r2: Callable  # the same from r² (the compiled kernels': no square root where none is needed)
     params: tuple  # P per-atom arrays (N,), in the kernel's dtype
     globals: tuple  # G scalars, in the kernel's dtype
     structure: object  # hashable description of vs (None if it cannot be hashed)
@@ -67,14 +68,16 @@ def fuse(terms, atoms, dtype) -> Fused:
     dynamic, static = eqx.partition(tuple(terms), _is_float)
     leaves, treedef = jax.tree_util.tree_flatten(dynamic)
 
-    def vs(r, p_i, p_j, g):
-        live = eqx.combine(jax.tree_util.tree_unflatten(treedef, list(g)), static)
-        energy, scale = 0.0, 0.0
-        for term, positions in zip(live, slots):
-            v, s = term.value_and_scale(r, Params({n: p_i[k] for n, k in positions}),
-                                        Params({n: p_j[k] for n, k in positions}))
-            energy, scale = energy + v, scale + s
-        return energy, scale
+    def summed(method):
+        def vs(x, p_i, p_j, g):
+            live = eqx.combine(jax.tree_util.tree_unflatten(treedef, list(g)), static)
+            energy, scale = 0.0, 0.0
+            for term, positions in zip(live, slots):
+                v, s = getattr(term, method)(x, Params({n: p_i[k] for n, k in positions}),
+                                             Params({n: p_j[k] for n, k in positions}))
+                energy, scale = energy + v, scale + s
+            return energy, scale
+        return vs
 
     try:
         structure = (static, treedef, slots)
@@ -84,7 +87,7 @@ def fuse(terms, atoms, dtype) -> Fused:
     params = tuple(jnp.asarray(a).astype(dtype) for a in arrays)
     globals_ = tuple(jnp.asarray(leaf).astype(dtype) for leaf in leaves)
     cutoff = max((term.cutoff_distance for term in terms), default=math.inf)
-    return Fused(vs, params, globals_, structure, " + ".join(type(t).__name__ for t in terms), cutoff)
+    return Fused(summed("value_and_scale"), summed("value_and_scale_r2"), params, globals_, structure, " + ".join(type(t).__name__ for t in terms), cutoff)
 
 
 @functools.lru_cache(maxsize=256)
@@ -126,7 +129,7 @@ def _kernel(fused: Fused, coords, boundary, parts=("forward", "vjp")) -> compile
     if fused.structure is None or any(jnp.ndim(g) for g in fused.globals):
         return _fallback(fused, "it has parameters that are not scalars")
     dtype = jnp.dtype(coords.dtype)
-    generated = _generate(fused.structure, _Holder(fused.vs), len(fused.params), len(fused.globals), dtype,
+    generated = _generate(fused.structure, _Holder(fused.vs_r2), len(fused.params), len(fused.globals), dtype,
                           coords.shape[-1], fused.cutoff)
     if isinstance(generated, str):
         return _fallback(fused, generated)
