@@ -129,7 +129,7 @@ struct ExpRange {
 };
 
 // e^r · 2^k for |r| ≤ ln 2 / 2 and integral k of the exponent range: the Taylor polynomial of e^r
-// (degree 13 double, 7 float), then 2^k in two factors (the ends of the range have no 2^k).
+// (degree 13 double, 7 float), then 2^k.
 template <typename T>
 DIFFMD_INLINE T ExpReduced(T r, T k) {
   T p;
@@ -158,8 +158,9 @@ DIFFMD_INLINE T ExpReduced(T r, T k) {
     p = p * r + T(1);
     p = p * r + T(1);
   }
-  const T k1 = Floor(k * T(0.5));
-  return p * Pow2<T>(k1) * Pow2<T>(k - k1);
+  // 2^k for k up to the top of the range (2^128 in float) as 2·2^(k−1): one power of two.
+  const bool high = k > T(0);
+  return (high ? p + p : p) * Pow2<T>(high ? k - T(1) : k);
 }
 
 template <typename T>

@@ -166,6 +166,7 @@ class _Emitter:
         self.distance2, self.cutoff2 = distance2, cutoff2
         self.distances: set[str] = set()  # names holding √u
         self.constants: dict[str, float] = {}  # literal text -> value
+        self.defined: dict[tuple[str, str], str] = {}  # (type, expression) -> the local holding it
 
     def inside_cutoff(self, x: str, c: str) -> bool:
         """Whether x < c holds on every evaluated pair: x is u (or √u) and c a constant ≥ the
@@ -196,9 +197,13 @@ class _Emitter:
         return f"{self.prefix}{self.count}"
 
     def define(self, ctype: str, expr: str) -> str:
-        name = self.fresh()
-        self.lines.append(f"const {ctype} {name} = {expr};")
-        return name
+        """A local holding `expr`, or the one that already holds it: fused terms repeat work
+        (each takes √u, each mixes σ), and 1/y is then shared across them too."""
+        key = (ctype, expr)
+        if key not in self.defined:
+            self.defined[key] = self.fresh()
+            self.lines.append(f"const {ctype} {self.defined[key]} = {expr};")
+        return self.defined[key]
 
     def jaxpr(self, jaxpr, consts, inputs: list[str]) -> list[str]:
         env = {}
