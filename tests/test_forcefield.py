@@ -258,6 +258,53 @@ def test_amber19_with_cmap_matches_openmm():
     assert np.abs(np.asarray(jax.jit(md.forces)(system)) - expected_forces).max() < 1e-4
 
 
+@pytest.mark.slow  # ~60 s: the tabulated LJ runs on the pure-JAX pair kernel
+def test_charmm36_through_forcefield_matches_openmm_and_differentiates_its_entries(tmp_path):
+    """CHARMM36 (terminal patches, Urey-Bradley terms in the HarmonicBondForce, CMAP, NBFIX
+    tables) through `ForceField`: every term equals OpenMM's; the gradient reaches bond, angle,
+    torsion and CMAP entries and charges — those of the patches included — by finite
+    differences; Urey-Bradley terms keep their numbers; the written XML gives OpenMM's energies."""
+    topology, positions = villin_in_vacuum()
+    files = ("charmm36.xml",)
+    expected, expected_forces = reference(topology, positions, files, nonbondedMethod=app.NoCutoff,
+                                          constraints=None, rigidWater=False)
+    ff = md.ForceField(*files)
+    system = ff.create_system((topology, positions))
+    terms = {k: float(v) for k, v in md.energy_terms(system).items()}
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-6), name
+    assert np.abs(np.asarray(jax.jit(md.forces)(system)) - expected_forces).max() < 1e-4
+
+    energy = jax.jit(lambda p: md.potential_energy(system.with_parameters(p)))
+    grads = jax.grad(energy)(ff.parameters)
+    patch = next(k for k, label in enumerate(ff.labels["Residues"]) if label.startswith("patch NTER:"))
+    largest = lambda section, field: np.unravel_index(int(np.argmax(np.abs(grads[section][field]))),  # noqa: E731
+                                                      grads[section][field].shape)
+    for section, field, entry in [("HarmonicBondForce", "k", largest("HarmonicBondForce", "k")),
+                                  ("HarmonicAngleForce", "angle", largest("HarmonicAngleForce", "angle")),
+                                  ("PeriodicTorsionForce", "k", largest("PeriodicTorsionForce", "k")),
+                                  ("Residues", "charge", patch),
+                                  ("CMAPTorsionForce", "map", largest("CMAPTorsionForce", "map"))]:
+        def shifted(h):
+            values = jax.tree_util.tree_map(lambda x: x, ff.parameters)
+            values[section][field] = values[section][field].at[entry].add(h)
+            return float(energy(values))
+        h = 1e-5 * max(1.0, abs(float(ff.parameters[section][field][entry])))
+        fd = (shifted(h) - shifted(-h)) / (2 * h)
+        assert fd != 0.0 and float(grads[section][field][entry]) == pytest.approx(fd, rel=1e-6), (section, field)
+
+    path = tmp_path / "trained.xml"
+    changed = jax.tree_util.tree_map(lambda x: x, ff.parameters)
+    changed["Residues"]["charge"] = changed["Residues"]["charge"].at[patch].add(0.01)
+    ff.write_xml(changed, path)
+    written, _ = reference(topology, positions, (str(path),), nonbondedMethod=app.NoCutoff, constraints=None,
+                           rigidWater=False)
+    ours = {k: float(v) for k, v in md.energy_terms(system.with_parameters(changed)).items()}
+    assert written["NonbondedForce"] != pytest.approx(expected["NonbondedForce"], rel=1e-9)
+    for name, value in written.items():
+        assert ours[name] == pytest.approx(value, rel=1e-6), name
+
+
 @functools.lru_cache(maxsize=None)
 def water_box(side=2.0, gap=0.15):
     """The TIP3P waters of the openmm wheel's `tip3p.pdb` whose oxygen lies in [0, side − gap)³ nm,

@@ -55,7 +55,7 @@ class ForceFieldBinding(eqx.Module):
     @classmethod
     def build(cls, system, parameters: dict, decoded: dict) -> ForceFieldBinding:
         terms, exceptions = [], None
-        seen = set()
+        seen: dict[str, int] = {}  # section -> how many of its terms came before
         for position, term in enumerate(system.bonded_inters):
             kind = type(term)
             if kind is NonbondedExceptions:
@@ -64,11 +64,13 @@ class ForceFieldBinding(eqx.Module):
             section = _TERM_SECTIONS.get(kind)
             if section is None:
                 continue
-            if section in seen:
-                raise ValueError(f"ForceField: two {section}s in one system are not supported")
-            seen.add(section)
-            entries = None if kind is CMAPTorsions else StaticArray(decoded[section])
-            terms.append((position, section, entries))
+            occurrence = seen[section] = seen.get(section, -1) + 1
+            if kind is CMAPTorsions:
+                terms.append((position, section, None))
+                continue
+            labels = decoded[section][occurrence]
+            if labels is not None:  # else its numbers are not the force field's entries: they stay as they are
+                terms.append((position, section, StaticArray(labels)))
         index = _Index(atom_type=_static(decoded.get("atom_type")),
                        nonbonded_entry=_static(decoded.get("nonbonded_entry")),
                        charge_from_type=_static(decoded.get("charge_from_type")),
@@ -102,16 +104,28 @@ class ForceFieldBinding(eqx.Module):
         replacements = []  # (getter, value)
         for position, section, entries in index.terms:
             values = p[section]
+            term = system.bonded_inters[position]
+
+            def gathered(table, field, entries=entries, term=term):
+                """The term's `field` from the table's entries; terms with entry −1 keep theirs."""
+                at = entries.array
+                keep = at < 0
+                new = jnp.asarray(table, dtype)[jnp.asarray(np.where(keep, 0, at))]
+                if not keep.any():
+                    return new
+                mask = jnp.asarray(keep).reshape(keep.shape + (1,) * (new.ndim - 1))
+                return jnp.where(mask, jnp.asarray(getattr(term, field), dtype), new)
+
             if section == "CMAPTorsionForce":
                 updates = {"maps": jnp.asarray(values["map"], dtype)}
             elif section == "HarmonicBondForce":
-                updates = {"r0": take(values["length"], entries), "k": take(values["k"], entries)}
+                updates = {"r0": gathered(values["length"], "r0"), "k": gathered(values["k"], "k")}
             elif section == "HarmonicAngleForce":
-                updates = {"theta0": take(values["angle"], entries), "k": take(values["k"], entries)}
+                updates = {"theta0": gathered(values["angle"], "theta0"), "k": gathered(values["k"], "k")}
             elif section == "PeriodicTorsionForce":
-                updates = {"phase": take(values["phase"], entries), "k": take(values["k"], entries)}
+                updates = {"phase": gathered(values["phase"], "phase"), "k": gathered(values["k"], "k")}
             else:
-                updates = {"coefficients": take(values["c"], entries)}
+                updates = {"coefficients": gathered(values["c"], "coefficients")}
             for field, value in updates.items():
                 replacements.append((lambda s, pos=position, f=field: getattr(s.bonded_inters[pos], f), value))
         if index.exceptions is not None:

@@ -83,14 +83,18 @@ class ForceField:
             raise ValueError(f"create_system: nonbonded_method={nonbonded_method!r} needs a periodic box, but the "
                              "structure has none (give the PDB a CRYST1 record, or call "
                              "topology.setPeriodicBoxVectors, or use 'NoCutoff')")
-        self._check_templates(topology)
         args = dict(nonbondedMethod=getattr(app, nonbonded_method), nonbondedCutoff=number(nonbonded_cutoff),
                     constraints=constraints, rigidWater=rigid_water, removeCMMotion=remove_cm_motion,
                     hydrogenMass=hydrogen_mass, switchDistance=None if switch_distance is None else number(switch_distance),
                     ewaldErrorTolerance=ewald_error_tolerance, residueTemplates=dict(residue_templates or {}))
         if dispersion_correction is not None:
             args["useDispersionCorrection"] = bool(dispersion_correction)
-        reference = self.openmm.createSystem(topology, **args)
+        try:
+            reference = self.openmm.createSystem(topology, **args)
+        except ValueError as error:
+            if "template" in str(error).lower():
+                self._check_templates(topology)  # a clearer message where one residue matches nothing
+            raise
         with tagged(self._tables):
             labelled = self.openmm.createSystem(topology, **args)
         if reference.getNumConstraints():
@@ -105,6 +109,8 @@ class ForceField:
         return system
 
     def _check_templates(self, topology):
+        """Raise an error naming the first residue no template matches (OpenMM's own search
+        ignores patches, so this runs only after createSystem failed)."""
         unmatched = self.openmm.getUnmatchedResidues(topology)
         if unmatched:
             residue = unmatched[0]
@@ -180,13 +186,16 @@ def _check_against(system, reference) -> None:
     n = reference.getNumParticles()
     masses = np.array([reference.getParticleMass(i).value_in_unit(openmm.unit.dalton) for i in range(n)])
     _close("masses", np.asarray(system.atoms.mass), masses)
-    terms = {type(t): t for t in system.bonded_inters}
+    terms: dict = {}  # term type -> its terms, in the System's order (CHARMM has two HarmonicBondForces)
+    for t in system.bonded_inters:
+        terms.setdefault(type(t), []).append(t)
     for force in reference.getForces():
         kind = type(force).__name__
         if kind in TERM_ROWS:
             term_type, *_, fields = TERM_ROWS[kind]
             indices, values = term_rows(force)
-            term = terms.get(term_type)
+            of_type = terms.get(term_type, [])
+            term = of_type.pop(0) if of_type else None
             if term is None:
                 if len(indices):
                     raise RuntimeError(f"ForceField: diffmd made no {term_type.__name__} for OpenMM's {kind}")

@@ -155,6 +155,24 @@ class ParameterTables:
                         template_atoms.append(atom)
                         template_labels.append(f"{name}:{atom.name}")
                         template_elements.append([atom_elements[atom.name]] if atom.name in atom_elements else [])
+            # Patches (CHARMM's terminal and disulfide patches) give the atoms they add or change
+            # charges of their own: entries of the same table, labelled "patch:atom".
+            patch_elements = {e.attrib["name"]: e for e in found.get(("Patches", "Patch"), [])}
+            for name, patch in ff._patches.items():
+                element = patch_elements.get(name)
+                children = {}
+                for child in ([] if element is None else list(element)):
+                    if child.tag in ("AddAtom", "ChangeAtom"):
+                        residue, _, atom_name = child.attrib["name"].rpartition(":")
+                        children[(child.tag, int(residue or 0), atom_name)] = child
+                for tag, per_residue in (("AddAtom", patch.addedAtoms), ("ChangeAtom", patch.changedAtoms)):
+                    for residue, atoms in enumerate(per_residue):
+                        for atom in atoms:
+                            if "charge" in atom.parameters:
+                                template_atoms.append(atom)
+                                template_labels.append(f"patch {name}:{atom.name}")
+                                child = children.get((tag, residue, atom.name))
+                                template_elements.append([child] if child is not None else [])
             if template_atoms:
                 values["Residues"] = {"charge": np.array([a.parameters["charge"] for a in template_atoms])}
                 labels["Residues"] = template_labels
@@ -231,9 +249,23 @@ def _labels_of(values, what) -> np.ndarray:
     return index
 
 
+def _term_labels(values, ks, what):
+    """Entry indices of a listed force's terms, −1 for a term whose numbers are not labels (its
+    k is not the label value 1: CHARMM's Urey-Bradley terms, which openmm.app's
+    AmoebaUreyBradleyGenerator adds to the same HarmonicBondForce, keep their numbers), or None
+    if no term is labelled."""
+    labelled = np.asarray(ks, dtype=np.float64) == 1.0
+    if not labelled.any():
+        return None
+    index = np.full(len(labelled), -1, np.int64)
+    index[labelled] = _labels_of(np.asarray(values, dtype=np.float64)[labelled], what)
+    return index
+
+
 def decode(tagged_system, tables: ParameterTables) -> dict:
     """{what: index arrays}: the entry behind every per-atom value and every term of a System
-    created under `tagged`, in the openmm.System's order."""
+    created under `tagged`, in the openmm.System's order. Listed forces give a list, one item
+    per force of that class in the System (see `_term_labels`)."""
     import openmm
 
     out = {}
@@ -247,16 +279,21 @@ def decode(tagged_system, tables: ParameterTables) -> dict:
     for force in tagged_system.getForces():
         kind = type(force).__name__
         if kind == "HarmonicBondForce":
-            out[kind] = _labels_of([force.getBondParameters(b)[2]._value for b in range(force.getNumBonds())], "bonds")
+            rows = [force.getBondParameters(b) for b in range(force.getNumBonds())]
+            out.setdefault(kind, []).append(_term_labels([r[2]._value for r in rows], [r[3]._value for r in rows],
+                                                         "bonds"))
         elif kind == "HarmonicAngleForce":
-            out[kind] = _labels_of([force.getAngleParameters(a)[3]._value for a in range(force.getNumAngles())],
-                                   "angles")
+            rows = [force.getAngleParameters(a) for a in range(force.getNumAngles())]
+            out.setdefault(kind, []).append(_term_labels([r[3]._value for r in rows], [r[4]._value for r in rows],
+                                                         "angles"))
         elif kind == "PeriodicTorsionForce":
-            out[kind] = _labels_of([force.getTorsionParameters(t)[6]._value for t in range(force.getNumTorsions())],
-                                   "torsions")
+            out.setdefault(kind, []).append(
+                _labels_of([force.getTorsionParameters(t)[6]._value for t in range(force.getNumTorsions())],
+                           "torsions"))
         elif kind == "RBTorsionForce":
-            out[kind] = _labels_of([force.getTorsionParameters(t)[4]._value for t in range(force.getNumTorsions())],
-                                   "RB torsions")
+            out.setdefault(kind, []).append(
+                _labels_of([force.getTorsionParameters(t)[4]._value for t in range(force.getNumTorsions())],
+                           "RB torsions"))
         elif kind == "NonbondedForce":
             table = np.array([[q._value, s._value] for q, s, _ in
                               (force.getParticleParameters(i) for i in range(force.getNumParticles()))]).reshape(-1, 2)

@@ -51,8 +51,8 @@ _BONDED_TAGS = {
 
 def registered_elements(openmm_ff, trees) -> dict:
     """{(section, tag): [element, ...]} in the order OpenMM's generators registered them, plus
-    ("CMAPTorsionForce", "Map"), ("NonbondedForce", "Atom"), ("NonbondedForce", "section") and
-    ("Residues", "Residue") lists, and ("AtomTypes", "Type")."""
+    ("CMAPTorsionForce", "Map"), ("NonbondedForce", "Atom"), ("NonbondedForce", "section"),
+    ("Residues", "Residue") and ("Patches", "Patch") lists, and ("AtomTypes", "Type")."""
     found: dict = {}
     for _, tree in trees:
         root = tree.getroot()
@@ -62,6 +62,9 @@ def registered_elements(openmm_ff, trees) -> dict:
         residues = root.find("Residues")
         if residues is not None:
             found.setdefault(("Residues", "Residue"), []).extend(residues.findall("Residue"))
+        patches = root.find("Patches")
+        if patches is not None:
+            found.setdefault(("Patches", "Patch"), []).extend(patches.findall("Patch"))
     for _, tree in trees:
         for child in tree.getroot():
             if child.tag in _BONDED_TAGS:
