@@ -16,16 +16,7 @@ import numpy as np
 import pytest
 
 import diffmd as md
-from test_openmm_systems import villin_in_vacuum
-
-openmm = pytest.importorskip("openmm")
-app = pytest.importorskip("openmm.app")
-unit = openmm.unit
-
-
-jax.config.update("jax_enable_x64", True)
-VILLIN = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
-KJ = unit.kilojoule_per_mole
+from test_openmm_systems import KJ, VILLIN, app, openmm, unit, villin_in_vacuum  # (skips without openmm)
 
 
 @functools.lru_cache(maxsize=None)

@@ -148,7 +148,8 @@ class PairwiseInteraction(_Pairwise):
 
     def value_and_scale_r2(self, r2, p_i, p_j):
         apply_r2 = getattr(self.cutoff, "apply_r2", None)
-        if apply_r2 is None or self.energy_r2(r2, p_i, p_j) is None:
+        # eval_shape asks whether there is an r² form without tracing it into the program
+        if apply_r2 is None or jax.eval_shape(lambda: self.energy_r2(r2, p_i, p_j)) is None:
             return super().value_and_scale_r2(r2, p_i, p_j)
         value, slope = jax.jvp(lambda uu: apply_r2(lambda w: self.energy_r2(w, p_i, p_j), uu),
                                (r2,), (jnp.ones_like(r2),))

@@ -28,7 +28,8 @@ def _log_ratio_jvp(primals, tangents):
         slope = slope + a_dot / a
     if not isinstance(b_dot, SymbolicZero):
         slope = slope - b_dot / b
-    return log_ratio(a, b), jnp.broadcast_to(jnp.asarray(slope, jnp.result_type(a, b)), jnp.shape(a / b))
+    shape = jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b))
+    return log_ratio(a, b), jnp.broadcast_to(jnp.asarray(slope, jnp.result_type(a, b)), shape)
 
 
 log_ratio.defjvp(_log_ratio_jvp, symbolic_zeros=True)

@@ -2,8 +2,8 @@
 
 `fuse` sums the terms' pair functions into one, `vs(r, θ_i, θ_j, g) -> (V, s)` (and `vs_r2`,
 the same from r²): θ are the per-atom arrays the terms read (each array once, however many
-terms read it) and g every scalar float leaf of the terms (so `jax.grad` reaches σ, ε, charges, the Coulomb constant, Mie
-exponents…). `pair_energy_forces` evaluates it over the rows:
+terms read it) and g every scalar float leaf of the terms (so `jax.grad` reaches σ, ε,
+charges, the Coulomb constant, Mie exponents…). `pair_energy_forces` evaluates it over the rows:
 
 * compiled (CPU, where a C++ compiler exists): the pair function is traced, its derivatives
   with it, translated into C++ (`codegen`) and compiled once per structure; the kernels
@@ -87,7 +87,8 @@ def fuse(terms, atoms, dtype) -> Fused:
     params = tuple(jnp.asarray(a).astype(dtype) for a in arrays)
     globals_ = tuple(jnp.asarray(leaf).astype(dtype) for leaf in leaves)
     cutoff = max((term.cutoff_distance for term in terms), default=math.inf)
-    return Fused(summed("value_and_scale"), summed("value_and_scale_r2"), params, globals_, structure, " + ".join(type(t).__name__ for t in terms), cutoff)
+    names = " + ".join(type(t).__name__ for t in terms)
+    return Fused(summed("value_and_scale"), summed("value_and_scale_r2"), params, globals_, structure, names, cutoff)
 
 
 @functools.lru_cache(maxsize=256)
