@@ -71,7 +71,8 @@ struct RowScratch {
 // The slots of row i that can contribute (u = r² < keep_u2, u ≠ 0; NaN kept), compacted into
 // scratch.near and padded with N to a multiple of 16; returns the padded count. A list with a
 // skin holds ~75 % more slots than pairs within the cutoff; the derivative kernels, which gather
-// twice as much per slot as the forward kernel, evaluate only the kept ones.
+// twice as much per slot as the forward kernel, evaluate only the kept ones, and so does the
+// forward kernel of a pair function with transcendental calls (codegen's kCompact).
 template <typename T, int D>
 inline int64_t NearSlots(const T* x, const T* side, const T* inv_side, T keep_u2, int64_t n, int64_t k,
                          const T* xi, int64_t i, const int32_t* row, RowScratch& scratch) {
