@@ -11,7 +11,8 @@ Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one
 
 from .atoms import Atoms
 from .dynamics import (AndersenThermostat, BerendsenThermostat, Constraints, Coupling, FixedAtoms, ForceEval,
-                       FrictionThermostat, Integrator, MDState, NoConstraints, StepContext, VelocityVerlet)
+                       FrictionThermostat, Integrator, LangevinMiddle, MDState, NoConstraints, StepContext,
+                       VelocityVerlet)
 from .energy import energy_and_forces, energy_terms, forces, kinetic_energy, potential_energy, temperature
 from .forcefield import ForceField, from_openmm
 from .forces import *  # noqa: F401,F403
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Atoms", "CubicBoundary", "NoBoundary", "RectangularBoundary", "vector",
     "AndersenThermostat", "BerendsenThermostat", "Coupling", "FrictionThermostat",
-    "Constraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "StepContext",
+    "Constraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "LangevinMiddle", "StepContext",
     "energy_and_forces", "energy_terms", "ForceField", "from_openmm", "forces", "kinetic_energy", "potential_energy", "temperature",
     "random_coords", "random_velocities", "MDState", "VelocityVerlet",
     "CoordinatesLogger", "ForcesLogger", "KineticEnergyLogger", "Logger", "ObservableLogger",

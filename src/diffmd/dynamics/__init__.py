@@ -3,8 +3,8 @@ couplings such as thermostats (`couplings`) and the constraint slot (`constraint
 
 from .constraints import Constraints, FixedAtoms, NoConstraints
 from .couplings import AndersenThermostat, BerendsenThermostat, Coupling, FrictionThermostat
-from .integrators import Integrator, StepContext, VelocityVerlet, as_couplings
+from .integrators import Integrator, LangevinMiddle, StepContext, VelocityVerlet, as_couplings
 from .state import ForceEval, MDState
 
 __all__ = ["Constraints", "FixedAtoms", "NoConstraints", "AndersenThermostat", "BerendsenThermostat", "Coupling",
-           "FrictionThermostat", "Integrator", "StepContext", "VelocityVerlet", "as_couplings", "ForceEval", "MDState"]
+           "FrictionThermostat", "Integrator", "LangevinMiddle", "StepContext", "VelocityVerlet", "as_couplings", "ForceEval", "MDState"]

@@ -13,6 +13,7 @@ import abc
 from typing import NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -29,12 +30,14 @@ class StepContext(NamedTuple):
         constraints: the system's constraint slot (apply after every position and velocity update).
         boundary: the box.
         key: a PRNG key for this step (None unless the integrator's `needs_key`).
+        boltzmann: k_B in the system's units (energy per temperature).
     """
 
     inv_mass: Array
     constraints: Constraints
     boundary: object
     key: Array | None
+    boltzmann: float = 1.0
 
 
 def as_couplings(coupling) -> tuple:
@@ -101,3 +104,43 @@ class VelocityVerlet(Integrator):
         v_new = v_half + 0.5 * dt * new.forces * ctx.inv_mass
         return x_new, ctx.constraints.velocities(x_new, v_new, ctx.inv_mass, ctx.boundary), new
 
+
+
+class LangevinMiddle(Integrator):
+    """OpenMM's LangevinMiddleIntegrator (the "middle" leapfrog splitting, V R O R): with
+    a = exp(−γ dt),
+
+        v ← v + dt·F(x)/m                         (then constrained)
+        x ← x + dt/2·v
+        v ← a·v + √((1 − a²) k_B T / m)·ξ,  ξ ~ N(0, 1) from the run's key
+        x ← x + dt/2·v                            (then constrained; v ← v + Δx_constraint/dt)
+
+    and the forces at the new x for the next step. Velocities are those of the half step, as
+    in OpenMM. Configurations are sampled with O(dt²) error that is small even at 2–4 fs (the
+    reason OpenMM recommends it). Reproducible from the key, and differentiable with the noise
+    held fixed (the key carries no derivative).
+
+    Attributes:
+        dt: time step (ps).
+        temperature: T (K).
+        friction: γ (1/ps).
+    """
+
+    dt: float
+    temperature: float
+    friction: float
+    needs_key = True
+
+    def update(self, x, v, current, forces, ctx):
+        dtype = x.dtype
+        dt = jnp.asarray(self.dt, dtype)
+        a = jnp.exp(-jnp.asarray(self.friction, dtype) * dt)
+        kt = jnp.asarray(ctx.boltzmann * self.temperature, dtype)
+        v = ctx.constraints.velocities(x, v + dt * current.forces * ctx.inv_mass, ctx.inv_mass, ctx.boundary)
+        x_mid = x + 0.5 * dt * v
+        noise = jax.random.normal(ctx.key, v.shape, dtype)
+        v = a * v + jnp.sqrt((1.0 - a * a) * kt * ctx.inv_mass) * noise
+        x_free = x_mid + 0.5 * dt * v
+        x_new = ctx.constraints.positions(x_free, x, ctx.inv_mass, ctx.boundary)
+        v = v + (x_new - x_free) / dt
+        return x_new, v, forces(x_new)

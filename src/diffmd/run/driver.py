@@ -98,7 +98,7 @@ def step_function(system, integrator, force_fn):
         key, integrator_key = state.key, None
         if integrator.needs_key:
             key, integrator_key = jax.random.split(key)
-        ctx = StepContext(inv_mass, system.constraints, system.boundary, integrator_key)
+        ctx = StepContext(inv_mass, system.constraints, system.boundary, integrator_key, system.units.boltzmann)
         current = ForceEval(state.potential_energy, state.forces, state.neighbors)
         x, v, new = integrator.update(state.coords, state.velocities, current,
                                       lambda coords: force_fn(coords, state.neighbors, number), ctx)
