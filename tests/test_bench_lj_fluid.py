@@ -114,6 +114,7 @@ def test_float32_diffmd_and_openmm_cpu_records(start):
     assert d["e_start_per_atom"] == pytest.approx(o["e_start_per_atom"], abs=1e-5)  # same velocities
 
 
+@pytest.mark.slow  # ~14 s: JAX MD's own compile and run
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_jaxmd_record_and_its_different_switch(start):
     s, _ = start

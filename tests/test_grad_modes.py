@@ -61,6 +61,7 @@ def test_forward_mode_refuses_reverse_differentiation():
         jax.grad(lambda s: _loss(s, "forward"))(1.0)
 
 
+@pytest.mark.slow  # ~12 s: compiles three run lengths in two modes
 def test_checkpointed_memory_grows_like_sqrt_of_steps():
     """XLA's own memory plan (compiled, not run): plain reverse grows ∝ T, checkpointed ∝ √T.
     (A scalar logger only: logged coordinates are O(T) by nature and would mask the trend.)"""
