@@ -85,7 +85,9 @@ def test_unsupported_forces_and_constraints_are_named():
     topology, positions = villin_in_vacuum()
     forcefield = app.ForceField("amber14-all.xml")
     system = forcefield.createSystem(topology, constraints=app.HBonds)
-    with pytest.raises(ValueError, match="constraints"):
+    assert len(md.from_openmm(system, positions).constraints.pairs) == system.getNumConstraints()
+    system = forcefield.createSystem(topology, constraints=app.AllBonds)  # one cluster per chain
+    with pytest.raises(ValueError, match="AllBonds"):
         md.from_openmm(system, positions)
     system = forcefield.createSystem(topology, constraints=None)
     system.addForce(openmm.CustomExternalForce("x^2"))

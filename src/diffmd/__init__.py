@@ -10,7 +10,7 @@ Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one
 """
 
 from .atoms import Atoms
-from .dynamics import (AndersenThermostat, BerendsenThermostat, Constraints, Coupling, FixedAtoms, ForceEval,
+from .dynamics import (AndersenThermostat, BerendsenThermostat, Constraints, Coupling, DistanceConstraints, FixedAtoms, ForceEval,
                        FrictionThermostat, Integrator, LangevinMiddle, MDState, NoConstraints, StepContext,
                        VelocityVerlet)
 from .energy import energy_and_forces, energy_terms, forces, kinetic_energy, potential_energy, temperature
@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Atoms", "CubicBoundary", "NoBoundary", "RectangularBoundary", "vector",
     "AndersenThermostat", "BerendsenThermostat", "Coupling", "FrictionThermostat",
-    "Constraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "LangevinMiddle", "StepContext",
+    "Constraints", "DistanceConstraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "LangevinMiddle", "StepContext",
     "energy_and_forces", "energy_terms", "ForceField", "from_openmm", "forces", "kinetic_energy", "potential_energy", "temperature",
     "random_coords", "random_velocities", "MDState", "VelocityVerlet",
     "CoordinatesLogger", "ForcesLogger", "KineticEnergyLogger", "Logger", "ObservableLogger",

@@ -36,4 +36,48 @@ inline long long AppendKept(const int* ids, const int* keep, long long size, int
   return count;
 }
 
+// In-place compaction of 16 slots at a time (NearSlots): the lanes of a 16-entry block whose
+// keep flag is set, as a 16-bit mask, and the kept lanes of a block stored in order at out
+// (which may be the block itself or any place before it; 16 entries are stored).
+inline unsigned KeptMask(const int* keep) {
+#if defined(__AVX512F__)
+  CompactVector kept;
+  __builtin_memcpy(&kept, keep, sizeof(kept));
+  return __builtin_ia32_cmpd512_mask(kept, CompactVector{}, 4 /* not equal */, 0xFFFF);
+#else
+  unsigned mask = 0;
+  for (int s = 0; s < 16; ++s) mask |= unsigned(keep[s] != 0) << s;
+  return mask;
+#endif
+}
+
+template <typename V>
+inline void CompressStore(const V* in, unsigned mask, V* out) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 4) {
+    CompactVector lanes;
+    __builtin_memcpy(&lanes, in, sizeof(lanes));
+    const CompactVector packed = __builtin_ia32_compresssi512_mask(lanes, CompactVector{}, (unsigned short)mask);
+    __builtin_memcpy(out, &packed, sizeof(packed));
+  } else {
+    typedef long long Wide __attribute__((vector_size(64)));
+    Wide low, high;
+    __builtin_memcpy(&low, in, sizeof(low));
+    __builtin_memcpy(&high, in + 8, sizeof(high));
+    const Wide packed_low = __builtin_ia32_compressdi512_mask(low, Wide{}, (unsigned char)(mask & 0xFF));
+    const Wide packed_high = __builtin_ia32_compressdi512_mask(high, Wide{}, (unsigned char)(mask >> 8));
+    __builtin_memcpy(out, &packed_low, sizeof(packed_low));
+    __builtin_memcpy(out + __builtin_popcount(mask & 0xFF), &packed_high, sizeof(packed_high));
+  }
+#else
+  V block[16];
+  for (int s = 0; s < 16; ++s) block[s] = in[s];  // `out` may overlap `in`
+  int count = 0;
+  for (int s = 0; s < 16; ++s) {  // branch-free
+    out[count] = block[s];
+    count += (mask >> s) & 1;
+  }
+#endif
+}
+
 }  // namespace diffmd

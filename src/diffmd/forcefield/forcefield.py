@@ -16,11 +16,12 @@ from __future__ import annotations
 import copy
 import os
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
 from .binding import ForceFieldBinding
-from .openmm_system import TERM_ROWS, from_openmm, term_rows
+from .openmm_system import TERM_ROWS, constraints_of, from_openmm, term_rows
 from .parameters import ParameterTables, decode, tagged
 from .quantities import in_nm, number
 from .xml_files import load_trees, registered_elements, write_trees
@@ -97,11 +98,11 @@ class ForceField:
             raise
         with tagged(self._tables):
             labelled = self.openmm.createSystem(topology, **args)
-        if reference.getNumConstraints():
-            raise ValueError(f"create_system: the system has {reference.getNumConstraints()} constraints; diffmd "
-                             "does not constrain bonds yet: pass constraints=None, rigid_water=False")
         decoded = decode(labelled, self._tables)
         system = from_openmm(labelled, positions, velocities=velocities, dtype=dtype)
+        if reference.getNumConstraints():  # the labelled system's distances are labels
+            system = eqx.tree_at(lambda s: s.constraints, system,
+                                 constraints_of(reference, np.zeros(0, np.int64), system.coords.dtype))
         parameters = self.parameters if parameters is None else parameters
         binding = ForceFieldBinding.build(system, parameters, decoded)
         system = binding.bind(_with_binding(system, binding), parameters)

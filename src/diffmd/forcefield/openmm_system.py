@@ -18,6 +18,7 @@ import numpy as np
 
 from ..atoms import Atoms
 from ..dynamics.constraints import FixedAtoms
+from ..dynamics.distance_constraints import DistanceConstraints
 from ..forces import CMAPTorsions, HarmonicAngles, HarmonicBonds, PeriodicTorsions, RBTorsions
 from ..space import NoBoundary, RectangularBoundary
 from ..system import System
@@ -53,9 +54,6 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
     if virtual:
         raise ValueError(f"from_openmm: particles {virtual[:5]}{'...' if len(virtual) > 5 else ''} are virtual "
                          "sites (e.g. a 4-site water model), which diffmd does not support yet")
-    if openmm_system.getNumConstraints():
-        raise ValueError(f"from_openmm: the openmm.System has {openmm_system.getNumConstraints()} constraints; "
-                         "diffmd does not constrain bonds yet: create it with constraints=None, rigidWater=False")
     masses = np.array([openmm_system.getParticleMass(i).value_in_unit(openmm.unit.dalton) for i in range(n)])
 
     if openmm_system.usesPeriodicBoundaryConditions():
@@ -104,6 +102,7 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
                              "the CustomTorsion/Bond/NonbondedForce that openmm.app makes for CHARMM)")
 
     frozen = np.flatnonzero(masses == 0)
+    constraints = constraints_of(openmm_system, frozen, dtype)
     safe_masses = np.where(masses == 0, 1.0, masses)  # a fixed atom's mass is never used
     atoms = Atoms(as_jax(safe_masses, dtype), **{k: as_jax(v, dtype) for k, v in per_atom.items()})
     if finder is not None:  # slots per atom from these coordinates, so traced evaluations can build lists too
@@ -114,7 +113,23 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
     return System(atoms=atoms, coords=coords, boundary=boundary,
                   velocities=None if velocities is None else as_jax(in_nm(velocities, per_ps=True), dtype),
                   pairwise_inters=pairwise, bonded_inters=bonded, global_inters=global_, neighbor_finder=finder,
-                  constraints=FixedAtoms(frozen) if len(frozen) else None, remove_com_motion=remove_com)
+                  constraints=constraints, remove_com_motion=remove_com)
+
+
+def constraints_of(openmm_system, frozen, dtype):
+    """The constraint slot of an openmm.System: its distance constraints, or its zero-mass
+    (fixed) atoms, or None."""
+    import openmm
+
+    if not openmm_system.getNumConstraints():
+        return FixedAtoms(frozen) if len(frozen) else None
+    rows = [openmm_system.getConstraintParameters(k) for k in range(openmm_system.getNumConstraints())]
+    pairs = np.array([(i, j) for i, j, _ in rows], np.int64)
+    if len(frozen):
+        raise ValueError("from_openmm: the openmm.System has both zero-mass (fixed) atoms and constraints; "
+                         "diffmd supports one or the other")
+    distances = np.array([d.value_in_unit(openmm.unit.nanometer) for _, _, d in rows])
+    return DistanceConstraints(pairs, as_jax(distances, dtype))
 
 
 # OpenMM force -> (diffmd term, count method, row getter, atoms per row, {field: its columns after the atoms})

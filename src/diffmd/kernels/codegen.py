@@ -391,6 +391,7 @@ def kernel_sources(programs: PairPrograms, dtype, dims: int, cutoff: float) -> t
     cot_lines, cot_out = emit(programs.cotangent, ["us", *pi, *pj, *gl, "e_bar", "mu_d"], "c", c2)
     cutoff2 = _literal(cutoff * cutoff if math.isfinite(cutoff) else math.inf, dtype)
     comps = range(dims)
+    compact = bool(_TRANSCENDENTAL.search("\n".join(value_lines)))
     subs = {
         "@T@": ctype,
         "@D@": str(dims),
@@ -419,7 +420,8 @@ def kernel_sources(programs: PairPrograms, dtype, dims: int, cutoff: float) -> t
         "@RED_PB@": "".join(f", pb{k}" for k in range(p)),
         "@RED_GB@": "".join(f", gb{k}" for k in range(g)),
         "@XI@": " ".join(f"xi[{a}] = x[i * D + {a}];" for a in comps),
-        "@COMPACT@": "true" if _TRANSCENDENTAL.search("\n".join(value_lines)) else "false",
+        "@COMPACT@": "true" if compact else "false",
+        "@FORWARD_GEOMETRY@": "DIFFMD_KEPT_GEOMETRY(false)" if compact else "DIFFMD_GEOMETRY",
     }
     sources = {part: _PRELUDE + body for part, body in _PARTS.items()}
     for key, value in subs.items():
@@ -473,6 +475,19 @@ struct Box {
   const bool on = (u > T(0)) & (u < kCutoff2);                            \
   const T us = on ? u : T(1);
 
+// The same for slot s of a row compacted by NearSlots, which stored d (and, with SHIFT, the image
+// shifts) contiguously: no gather of x_j.
+#define DIFFMD_KEPT_GEOMETRY(SHIFT)                                       \
+  T d[D], im[D];                                                          \
+  T u = 0;                                                                \
+  for (int c = 0; c < D; ++c) {                                           \
+    d[c] = scratch.d[c][s];                                               \
+    im[c] = SHIFT ? scratch.im[c][s] : T(0);                              \
+    u += d[c] * d[c];                                                     \
+  }                                                                       \
+  const bool on = (u > T(0)) & (u < kCutoff2);                            \
+  const T us = on ? u : T(1);
+
 """
 
 _PARTS = {
@@ -487,7 +502,7 @@ _PARTS = {
   // kCompact: evaluate only the slots within the cutoff (a first pass of 3 gathers). It pays
   // where a pair costs transcendental functions; for LJ the extra pass costs more than it saves.
   constexpr bool kCompact = @COMPACT@;
-  diffmd::RowScratch scratch(kCompact ? k : 0);
+  diffmd::RowScratch<T, D> scratch(kCompact ? k : 0);
   double e_sum = 0;
   for (int64_t i = begin; i < end; ++i) {
     T xi[D];
@@ -495,15 +510,15 @@ _PARTS = {
     @LOAD_PI@
     const int32_t* row = a->idx + i * k;
     const int64_t count = kCompact ? 0 : diffmd::RowLength(row, k, n);
-    const int64_t slots = kCompact ? diffmd::NearSlots<T, D>(x, box.side, box.inv_side, kKeep2, n, k, xi, i, row, scratch)
+    const int64_t slots = kCompact ? diffmd::NearSlots<T, D, false>(x, box.side, box.inv_side, kKeep2, n, k, xi, i, row, scratch)
                                    : (count + 15) & ~int64_t(15);
-    const int32_t* near = scratch.near;
+    const int32_t* near = scratch.j;
     T f0 = 0, f1 = 0, f2 = 0, e_row = 0;
 #pragma omp simd reduction(+ : f0, f1, f2, e_row)
     for (int64_t s = 0; s < slots; ++s) {
       const int32_t j_raw = kCompact ? near[s] : s < count ? row[s] : int32_t(n);  // whole vectors, no scalar tail
       const int32_t j = j_raw < n ? j_raw : int32_t(i);        // padding: a zero vector, masked
-      DIFFMD_GEOMETRY
+      @FORWARD_GEOMETRY@
       @LOAD_PJ@
       T V, sc;
       {
@@ -550,7 +565,7 @@ void Jvp(const diffmd::PairRowsArgs* a, const diffmd::PairRowsOut* o, int64_t be
   for (int c = 0; c < D; ++c) side_dot[c] = a->periodic ? sides_dot[c] : T(0);
   T* forces = static_cast<T*>(o->forces);
   T* forces_dot = static_cast<T*>(o->forces_dot);
-  diffmd::RowScratch scratch(k);
+  diffmd::RowScratch<T, D> scratch(k);
   double e_sum = 0, e_dot_sum = 0;
   for (int64_t i = begin; i < end; ++i) {
     T xi[D], xdi[D];
@@ -558,14 +573,14 @@ void Jvp(const diffmd::PairRowsArgs* a, const diffmd::PairRowsOut* o, int64_t be
     for (int c = 0; c < D; ++c) xdi[c] = x_dot[i * D + c];
     @LOAD_PI@
     @LOAD_PID@
-    const int64_t slots = diffmd::NearSlots<T, D>(x, box.side, box.inv_side, kKeep2, n, k, xi, i, a->idx + i * k, scratch);
-    const int32_t* near = scratch.near;
+    const int64_t slots = diffmd::NearSlots<T, D, true>(x, box.side, box.inv_side, kKeep2, n, k, xi, i, a->idx + i * k, scratch);
+    const int32_t* near = scratch.j;
     T f0 = 0, f1 = 0, f2 = 0, h0 = 0, h1 = 0, h2 = 0, e_row = 0, e_dot_row = 0;
 #pragma omp simd reduction(+ : f0, f1, f2, h0, h1, h2, e_row, e_dot_row)
     for (int64_t s = 0; s < slots; ++s) {
       const int32_t j_raw = near[s];
       const int32_t j = j_raw < n ? j_raw : int32_t(i);
-      DIFFMD_GEOMETRY
+      DIFFMD_KEPT_GEOMETRY(true)
       T dd[D];
       T d_dd = 0;
       for (int c = 0; c < D; ++c) {
@@ -630,14 +645,14 @@ void @NAME@_jvp_uniform(const diffmd::PairRowsArgs* a, const diffmd::PairRowsOut
   double* gsum = o->globals_bar;
   double box_sum[3] = {0, 0, 0};
   for (int c = 0; c < @G@; ++c) gsum[c] = 0;
-  diffmd::RowScratch scratch(k);
+  diffmd::RowScratch<T, D> scratch(k);
   for (int64_t i = begin; i < end; ++i) {
     T xi[D], lam[D];
     @XI@
     for (int c = 0; c < D; ++c) lam[c] = f_bar[i * D + c];
     @LOAD_PI@
-    const int64_t slots = diffmd::NearSlots<T, D>(x, box.side, box.inv_side, kKeep2, n, k, xi, i, a->idx + i * k, scratch);
-    const int32_t* near = scratch.near;
+    const int64_t slots = diffmd::NearSlots<T, D, true>(x, box.side, box.inv_side, kKeep2, n, k, xi, i, a->idx + i * k, scratch);
+    const int32_t* near = scratch.j;
     T x0 = 0, x1 = 0, x2 = 0, b0 = 0, b1 = 0, b2 = 0;
     @PB_DECL@
     @GB_DECL@
@@ -645,7 +660,7 @@ void @NAME@_jvp_uniform(const diffmd::PairRowsArgs* a, const diffmd::PairRowsOut
     for (int64_t s = 0; s < slots; ++s) {
       const int32_t j_raw = near[s];
       const int32_t j = j_raw < n ? j_raw : int32_t(i);
-      DIFFMD_GEOMETRY
+      DIFFMD_KEPT_GEOMETRY(true)
       T mu[D];
       T mu_d = 0;
       for (int c = 0; c < D; ++c) {

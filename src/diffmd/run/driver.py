@@ -71,8 +71,15 @@ def force_function(system, capacity: Capacity | None, derivatives: str = "revers
 
 
 def initial_state(system, force_fn, key) -> MDState:
-    first = force_fn(system.coords, None, jnp.int32(0))
-    return MDState(coords=system.coords, velocities=system.velocities.astype(system.coords.dtype),
+    """The state at step 0: the system's coordinates and velocities put on its constraints
+    (as OpenMM does when a run starts), and the forces there."""
+    coords, velocities = system.coords, system.velocities.astype(system.coords.dtype)
+    if not isinstance(system.constraints, NoConstraints):
+        inv_mass = (1.0 / system.atoms.mass).astype(coords.dtype)[:, None]
+        coords = system.constraints.positions(coords, coords, inv_mass, system.boundary)
+        velocities = system.constraints.velocities(coords, velocities, inv_mass, system.boundary)
+    first = force_fn(coords, None, jnp.int32(0))
+    return MDState(coords=coords, velocities=velocities,
                    forces=first.forces, potential_energy=first.energy, step=jnp.int32(0), key=key,
                    neighbors=first.neighbors, first_nonfinite_step=jnp.int32(-1))
 
