@@ -23,7 +23,7 @@ from .loggers import (CoordinatesLogger, ForcesLogger, KineticEnergyLogger, Logg
 from .neighbors import Capacity, CellListNeighborFinder, DistanceNeighborFinder, NeighborList, NoNeighborFinder
 from .observables import distance_matrix, mean_min_separation, min_separations
 from .parallel import map_replicas, replica_mesh, replica_sharding  # docs/parallel.md
-from .run import Checkpointed, SimulationError, Trajectory, Truncate, simulate
+from .run import Checkpointed, SimulationError, Trajectory, Truncate, minimize, simulate
 from .space import CubicBoundary, NoBoundary, RectangularBoundary, vector
 from .system import System
 from .units import OPENMM_UNITS, REDUCED_UNITS, UnitSystem
@@ -41,7 +41,7 @@ __all__ = [
     "Capacity", "CellListNeighborFinder", "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
     "distance_matrix", "mean_min_separation", "min_separations",
     "map_replicas", "replica_mesh", "replica_sharding",
-    "Checkpointed", "SimulationError", "Trajectory", "Truncate", "simulate", "System",
+    "Checkpointed", "SimulationError", "Trajectory", "Truncate", "minimize", "simulate", "System",
     "OPENMM_UNITS", "REDUCED_UNITS", "UnitSystem",
     *_force_names,
 ]

@@ -3,7 +3,8 @@
 values (`modes`) and the checks that name what went wrong (`checks`)."""
 
 from .checks import SimulationError
+from .minimize import minimize
 from .modes import Checkpointed, Truncate
 from .simulate import Trajectory, simulate
 
-__all__ = ["SimulationError", "Checkpointed", "Truncate", "Trajectory", "simulate"]
+__all__ = ["minimize", "SimulationError", "Checkpointed", "Truncate", "Trajectory", "simulate"]
