@@ -185,8 +185,29 @@ def test_langevin_with_constraints_samples_the_canonical_kinetic_energy():
     assert abs(t_mean - temperature) < 4 * t_err
 
 
-@pytest.mark.parametrize("integrator", [pytest.param(md.VelocityVerlet(0.001), marks=pytest.mark.slow),
-                                        md.LangevinMiddle(0.001, 300.0, 1.0)], ids=["verlet", "langevin"])
+def test_gradient_through_constraints_of_small_molecules():
+    """Free rigid molecules: d(loss)/d(constraint distances)
+    through 30 steps of LangevinMiddle (noise fixed) against central differences, 1e-6."""
+    system = rigid_triatomics(n_side=2)
+    integrator = md.LangevinMiddle(0.002, 300.0, 1.0)
+
+    def loss(distances):
+        live = eqx.tree_at(lambda s: s.constraints.distances, system, distances)
+        x = md.simulate(live, integrator, 30, key=jax.random.PRNGKey(4)).state.coords
+        return jnp.sum(x[1::3, 0] * x[2::3, 1]) + jnp.sum(x[::3] ** 2)
+
+    distances = system.constraints.distances
+    grad = jax.jit(jax.grad(loss))(distances)
+    value = jax.jit(loss)
+    for entry in (0, 2, 7):
+        h = 1e-5
+        fd = (float(value(distances.at[entry].add(h))) - float(value(distances.at[entry].add(-h)))) / (2 * h)
+        assert float(grad[entry]) == pytest.approx(fd, rel=1e-6), entry
+
+
+@pytest.mark.slow  # ~20 s each
+@pytest.mark.parametrize("integrator", [md.VelocityVerlet(0.001), md.LangevinMiddle(0.001, 300.0, 1.0)],
+                         ids=["verlet", "langevin"])
 def test_gradient_through_a_constrained_run(integrator):
     """d(loss)/dθ through 40 steps of the capped peptide with its bonds to hydrogen constrained,
     for a torsion k, a template charge and a constraint distance, against central differences

@@ -120,6 +120,7 @@ def test_bad_grad_options_are_refused():
         md.simulate(system, md.VelocityVerlet(0.005), 5, truncate=md.Truncate(window=0))
 
 
+@pytest.mark.slow  # ~18 s; the default suite keeps the 7-minute budget
 def test_reverse_passes_restore_lists_rebuilt_within_a_stretch():
     """The reverse modes store states without neighbor rows and restore the rows in the backward
     pass (`diffmd.run.state_scan`): lists rebuilt every 3 steps, several times inside one 25-step block
@@ -138,6 +139,7 @@ def test_reverse_passes_restore_lists_rebuilt_within_a_stretch():
     assert abs(float(tangent)) > 1e-2
 
 
+@pytest.mark.slow  # ~15 s; the default suite keeps the 7-minute budget
 def test_vmapped_replicas_rebuild_their_own_lists():
     """Under vmap a replica's list is rebuilt when that replica has moved half the skin: a
     cold and a hot replica (the hot one rebuilds, the cold one keeps its list) give, in every

@@ -216,6 +216,7 @@ def _run_loss(sigma, grad_mode, lj_type=md.LennardJones):
     return jnp.mean(trajectory.logs["pe"]) + 1e-2 * jnp.sum(trajectory.coords ** 2)
 
 
+@pytest.mark.slow  # ~19 s; the default suite keeps the 7-minute budget
 @needs_native
 def test_gradients_through_simulations_equal_the_pure_jax_kernels(monkeypatch):
     """Value, jax.grad (reverse and checkpointed) and jax.jvp (forward) through a run with a

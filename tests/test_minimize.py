@@ -48,6 +48,7 @@ def test_minimum_meets_openmms_criterion_and_energy():
     assert float(md.potential_energy(capped)) > after
 
 
+@pytest.mark.slow  # ~23 s
 def test_minimize_keeps_constraints_in_a_periodic_box():
     """Rigid water with PME: the result is on its constraints (float64, 1e-12) and minimised
     (RMS of the unconstrained force components far below the start's)."""
