@@ -261,3 +261,19 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="AllBonds"):
         chain = np.stack([np.arange(100), np.arange(1, 101)], axis=1)
         md.DistanceConstraints(chain, np.full(100, 0.15))
+
+
+def test_hydrogen_mass_repartitioning_as_openmm():
+    """create_system(hydrogen_mass=3 amu) moves mass from each heavy atom to its hydrogens as
+    OpenMM does (the total unchanged), with the constraints that make a 4 fs step usable."""
+    topology, positions = alanine_dipeptide()
+    reference = app.ForceField(*FILES).createSystem(topology, constraints=app.HBonds, hydrogenMass=3 * unit.amu)
+    expected = np.array([reference.getParticleMass(i).value_in_unit(unit.dalton)
+                         for i in range(reference.getNumParticles())])
+    system = amber14().create_system((topology, positions), constraints="HBonds", hydrogen_mass=3.0)
+    masses = np.asarray(system.atoms.mass)
+    np.testing.assert_allclose(masses, expected, rtol=1e-12)
+    hydrogens = [a.index for a in topology.atoms() if a.element.symbol == "H"]
+    assert np.all(masses[hydrogens] == 3.0)
+    plain = amber14().create_system((topology, positions), constraints="HBonds")
+    assert masses.sum() == pytest.approx(float(np.sum(plain.atoms.mass)), rel=1e-12)

@@ -17,7 +17,7 @@ MASS, SIGMA, EPSILON = 39.948, 0.34, 0.997  # argon: amu, nm, kJ/mol
 KB = md.units.OPENMM_UNITS.boltzmann
 
 
-def argon(n_side=4, density=18.0, temperature=120.0, interacting=True, seed=0):
+def argon(n_side=4, density=18.0, temperature=120.0, interacting=True, seed=0, remove_com_motion=False):
     """n_side³ argon atoms on a jittered lattice at `density` atoms/nm³, Maxwell-Boltzmann
     velocities; no centre-of-mass removal (Langevin does not conserve momentum: 3N degrees of
     freedom)."""
@@ -30,7 +30,7 @@ def argon(n_side=4, density=18.0, temperature=120.0, interacting=True, seed=0):
     terms = (md.LennardJones(cutoff=md.ShiftedPotentialCutoff(0.55)),) if interacting else ()
     return md.System(atoms=md.Atoms.uniform(n, mass=MASS, sigma=SIGMA, epsilon=EPSILON, dtype=jnp.float64),
                      coords=jnp.asarray(coords), velocities=velocities, boundary=md.CubicBoundary(side),
-                     pairwise_inters=terms, remove_com_motion=False,
+                     pairwise_inters=terms, remove_com_motion=remove_com_motion,
                      loggers={"ke": md.KineticEnergyLogger(10)})
 
 

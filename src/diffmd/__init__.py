@@ -10,8 +10,8 @@ Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one
 """
 
 from .atoms import Atoms
-from .dynamics import (AndersenThermostat, BerendsenThermostat, Constraints, Coupling, DistanceConstraints, FixedAtoms, ForceEval,
-                       FrictionThermostat, Integrator, LangevinMiddle, MDState, NoConstraints, StepContext,
+from .dynamics import (AndersenThermostat, BerendsenThermostat, Brownian, BussiThermostat, Constraints, Coupling, DistanceConstraints, FixedAtoms, ForceEval,
+                       FrictionThermostat, Integrator, LangevinMiddle, LeapfrogVerlet, MDState, NoConstraints, StepContext,
                        VelocityVerlet)
 from .energy import energy_and_forces, energy_terms, forces, kinetic_energy, potential_energy, temperature
 from .forcefield import ForceField, from_openmm
@@ -32,7 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Atoms", "CubicBoundary", "NoBoundary", "RectangularBoundary", "vector",
-    "AndersenThermostat", "BerendsenThermostat", "Coupling", "FrictionThermostat",
+    "AndersenThermostat", "BerendsenThermostat", "Brownian", "BussiThermostat", "Coupling", "FrictionThermostat",
+    "LeapfrogVerlet",
     "Constraints", "DistanceConstraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "LangevinMiddle", "StepContext",
     "energy_and_forces", "energy_terms", "ForceField", "from_openmm", "forces", "kinetic_energy", "potential_energy", "temperature",
     "random_coords", "random_velocities", "MDState", "VelocityVerlet",

@@ -144,3 +144,60 @@ class LangevinMiddle(Integrator):
         x_new = ctx.constraints.positions(x_free, x, ctx.inv_mass, ctx.boundary)
         v = v + (x_new - x_free) / dt
         return x_new, v, forces(x_new)
+
+
+class LeapfrogVerlet(Integrator):
+    """OpenMM's VerletIntegrator (leapfrog): the velocities are those of the half step,
+
+        v(t+dt/2) = v(t−dt/2) + dt · F(t)/m
+        x(t+dt)   = x(t) + dt · v(t+dt/2)     (then constrained; v(t+dt/2) = (x(t+dt) − x(t))/dt)
+
+    so an OpenMM trajectory started from the same positions and (half-step) velocities is
+    reproduced step for step. The same positions as velocity Verlet; only the velocities
+    reported differ by half a step. One force evaluation per step.
+
+    Attributes:
+        dt: time step (ps); a differentiable leaf.
+        coupling: a Coupling or tuple of Couplings applied after each step.
+    """
+
+    dt: float
+    coupling: tuple = eqx.field(default=(), converter=as_couplings)
+
+    def update(self, x, v, current, forces, ctx):
+        dt = jnp.asarray(self.dt, x.dtype)
+        v = v + dt * current.forces * ctx.inv_mass
+        x_new = ctx.constraints.positions(x + dt * v, x, ctx.inv_mass, ctx.boundary)
+        if not isinstance(ctx.constraints, NoConstraints):
+            v = (x_new - x) / dt
+        return x_new, v, forces(x_new)
+
+
+class Brownian(Integrator):
+    """Overdamped Langevin dynamics (OpenMM's BrownianIntegrator):
+
+        x(t+dt) = x(t) + dt/(γ m) · F(t) + √(2 k_B T dt/(γ m)) · ξ,   ξ ~ N(0, 1) from the run's key,
+
+    then constrained; the velocities reported are (x(t+dt) − x(t))/dt (they carry no
+    dynamics). Samples the configurational Boltzmann distribution with O(dt) error.
+
+    Attributes:
+        dt: time step (ps).
+        temperature: T (K).
+        friction: γ (1/ps).
+    """
+
+    dt: float
+    temperature: float
+    friction: float
+    needs_key = True
+
+    def update(self, x, v, current, forces, ctx):
+        dtype = x.dtype
+        dt = jnp.asarray(self.dt, dtype)
+        mobility = ctx.inv_mass / jnp.asarray(self.friction, dtype)  # 1/(γ m)
+        kt = jnp.asarray(ctx.boltzmann * self.temperature, dtype)
+        noise = jax.random.normal(ctx.key, x.shape, dtype)
+        x_free = x + dt * mobility * current.forces + jnp.sqrt(2.0 * kt * dt * mobility) * noise
+        x_new = ctx.constraints.positions(x_free, x, ctx.inv_mass, ctx.boundary)
+        return x_new, (x_new - x) / dt, forces(x_new)

@@ -70,6 +70,7 @@ class ForceField:
             A System (OpenMM's atom order) whose force-field numbers come from `parameters`;
             `system.with_parameters(p)` swaps them, differentiably.
         """
+        import openmm
         from openmm import app
 
         topology, positions = _structure(structure)
@@ -100,6 +101,12 @@ class ForceField:
             labelled = self.openmm.createSystem(topology, **args)
         decoded = decode(labelled, self._tables)
         system = from_openmm(labelled, positions, velocities=velocities, dtype=dtype)
+        if hydrogen_mass is not None:  # repartitioned masses are OpenMM's numbers, not the file's
+            decoded["atom_type"] = None
+            masses = np.array([reference.getParticleMass(i).value_in_unit(openmm.unit.dalton)
+                               for i in range(reference.getNumParticles())])
+            system = eqx.tree_at(lambda s: s.atoms, system,
+                                 system.atoms.replace(mass=jnp.asarray(masses, system.coords.dtype)))
         if reference.getNumConstraints():  # the labelled system's distances are labels
             system = eqx.tree_at(lambda s: s.constraints, system,
                                  constraints_of(reference, np.zeros(0, np.int64), system.coords.dtype))
