@@ -1,4 +1,4 @@
-"""Full acceptance runs of the triatomic-angle and neural-network-bond examples (`-m slow`)."""
+"""Full acceptance runs of the examples (`-m slow`): triatomic angle, neural-network bond, protein in water."""
 
 import json
 import sys
@@ -42,3 +42,14 @@ def test_nn_bond_seed_distribution(tmp_path):
     assert stats["n_seeds"] == 20
     assert stats["n_passed"] >= 16
     assert 0.9 <= stats["mean_distance_min"] and stats["mean_distance_max"] <= 1.1
+
+
+def test_protein_in_water_quick_run(tmp_path):
+    """~3 minutes: villin minimised (diffmd.minimize), run under LangevinMiddle with bonds to H and
+    water rigid, and d Rg / d(charge) through 50 steps agreeing with a central difference."""
+    import protein_in_water
+
+    summary = protein_in_water.main(["--quick", "--out", str(tmp_path)])
+    assert summary["minimised_kj_mol"][1] < summary["minimised_kj_mol"][0]
+    assert (tmp_path / "energies.png").exists() and (tmp_path / "temperature.png").exists()
+    assert summary["d_rg_d_charge_ala_ca"] == pytest.approx(summary["d_rg_d_charge_central_difference"], rel=5e-2)
