@@ -67,9 +67,11 @@ def test_positions_and_velocities_are_put_on_the_constraints(dtype, tolerance):
     """Rigid water and bonds to hydrogen, from steps of 0.005 nm per atom (a 2 fs step of a fast
     hydrogen): distances to `tolerance` relative, relative velocities along the bonds likewise."""
     rng = np.random.default_rng(0)
-    for system in (amber14().create_system(water_box(), nonbonded_method="CutoffPeriodic", rigid_water=True,
-                                           dtype=dtype),
-                   amber14().create_system(alanine_dipeptide(), constraints="HBonds", dtype=dtype)):
+    systems = [amber14().create_system(water_box(), nonbonded_method="CutoffPeriodic", rigid_water=True,
+                                       dtype=dtype)]
+    if dtype == jnp.float64:  # (float32 on water alone: the default suite's time)
+        systems.append(amber14().create_system(alanine_dipeptide(), constraints="HBonds", dtype=dtype))
+    for system in systems:
         c, box = system.constraints, system.boundary
         inv_mass = (1.0 / system.atoms.mass)[:, None].astype(dtype)
         start = c.positions(system.coords, system.coords, inv_mass, box)  # PDB rounding: 1e-3 off
