@@ -120,6 +120,7 @@ def test_nn_bond_force_is_the_references():
     np.testing.assert_allclose(forces[1], 0.0, atol=1e-7)
 
 
+@pytest.mark.slow  # ~10 s; the default suite keeps the 7-minute budget
 def test_lj_sigma_ensemble_runs_and_writes_outputs(tmp_path):
     """Two SGD epochs on 4 vmapped replicas: σ moves by lr × the (per-replica clipped) gradient."""
     summary = lj_sigma_ensemble.main(["--epochs", "2", "--steps", "30", "--replicas", "4", "--curve-replicas", "2",

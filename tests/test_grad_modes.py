@@ -80,6 +80,7 @@ def test_checkpointed_memory_grows_like_sqrt_of_steps():
     assert checkpointed[1] < 0.3 * reverse[1]
 
 
+@pytest.mark.slow  # ~13 s; the default suite keeps the 7-minute budget
 def test_backprop_steps_cuts_the_graph_before_the_last_steps():
     """Gradient through the last k steps only = run T−k steps, stop the gradient, run k more."""
     k = 20

@@ -215,6 +215,7 @@ def test_no_nan_gradient_from_padding_and_self_pairs(mixing):
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).sum()) > 0
 
 
+@pytest.mark.slow  # ~10 s; the default suite keeps the 7-minute budget
 def test_jax_md_lennard_jones_sigma_gradient_is_nan_where_ours_is_finite():
     """JAX MD's LJ sums over all (i, j) including i = j (dr = 0): dE/dσ is NaN there."""
     jax_md = pytest.importorskip("jax_md")
