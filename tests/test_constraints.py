@@ -62,7 +62,8 @@ def test_create_system_takes_openmms_constraints_and_counts_degrees_of_freedom()
     assert waters.degrees_of_freedom == 3 * waters.n_atoms - len(pairs) - 3
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(jnp.float64, 1e-12), (jnp.float32, 1e-5)])
+@pytest.mark.parametrize("dtype, tolerance", [pytest.param(jnp.float64, 1e-12, marks=pytest.mark.slow),
+                                              (jnp.float32, 1e-5)])
 def test_positions_and_velocities_are_put_on_the_constraints(dtype, tolerance):
     """Rigid water and bonds to hydrogen, from steps of 0.005 nm per atom (a 2 fs step of a fast
     hydrogen): distances to `tolerance` relative, relative velocities along the bonds likewise."""

@@ -62,6 +62,7 @@ def test_brownian_dynamics_samples_harmonic_bonds():
     assert err < 0.02 * mean
 
 
+@pytest.mark.slow  # ~5 s; the LangevinMiddle trajectory test covers OpenMM agreement by default
 def test_leapfrog_verlet_reproduces_openmms_verlet_integrator():
     """Rigid water: 20 steps of LeapfrogVerlet from OpenMM's positions and half-step velocities
     follow OpenMM's VerletIntegrator (Reference platform, constraint tolerance 1e-10) to 1e-6

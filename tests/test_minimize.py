@@ -29,6 +29,7 @@ def openmm_minimum(topology, positions, tolerance, **args):
     return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(KJ)
 
 
+@pytest.mark.slow  # ~7 s; the default suite's budget (minimize runs there through its gradient test)
 def test_minimum_meets_openmms_criterion_and_energy():
     """The capped peptide in vacuum from a perturbed start: RMS force below the tolerance and an
     energy within 0.5 kJ/mol of OpenMM's minimiser from the same start (or lower)."""
