@@ -2,8 +2,11 @@
 
 L-BFGS (optax's, with its zoom line search satisfying the strong Wolfe conditions) on the
 potential energy, stopped when the root-mean-square of the force components is at most
-`tolerance` (OpenMM's criterion, kJ/mol/nm) or after `max_iterations` iterations. The neighbor
-list is rebuilt inside the loop whenever an atom has moved half the skin since the last build.
+`tolerance` (OpenMM's criterion, kJ/mol/nm), after `max_iterations` iterations, or after 10
+iterations in a row that lowered the energy by no more than rounding. The neighbor list is
+rebuilt inside the loop once an atom has moved a quarter of the skin, and a line-search trial
+point farther than half the skin from the list's reference counts as +inf, so a stale list never
+gives a wrong energy.
 
 Constraints: the search minimises E(P(x)), P the projection onto the constraints (the same
 SHAKE solve the integrators use, differentiated through), so every point it evaluates is on
