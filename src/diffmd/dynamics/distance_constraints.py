@@ -36,6 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .._static import StaticArray, as_static
+from ..observables import pair_distances
 from .constraints import Constraints
 
 MAX_CLUSTER_CONSTRAINTS = 64  # a dense Newton solve per cluster: bonds to H, water, H angles
@@ -230,7 +231,6 @@ class DistanceConstraints(Constraints):
         """max_c | |x_a − x_b| − d_c | / d_c: how far coords are from the constraints."""
         if not len(self.pairs):
             return jnp.zeros((), coords.dtype)
-        p = self.pairs.array
-        r = jnp.linalg.norm(boundary.vector(coords[p[:, 0]], coords[p[:, 1]]), axis=-1)
+        r = pair_distances(coords, boundary, self.pairs.array)
         d = self.distances.astype(coords.dtype)
         return jnp.max(jnp.abs(r - d) / d)

@@ -106,7 +106,16 @@ class VelocityVerlet(Integrator):
 
 
 
-class LangevinMiddle(Integrator):
+class _Stochastic(Integrator):
+    """Fields shared by the integrators that draw noise at a temperature against a friction."""
+
+    dt: float
+    temperature: float
+    friction: float
+    needs_key = True
+
+
+class LangevinMiddle(_Stochastic):
     """OpenMM's LangevinMiddleIntegrator (the "middle" leapfrog splitting, V R O R): with
     a = exp(−γ dt),
 
@@ -125,11 +134,6 @@ class LangevinMiddle(Integrator):
         temperature: T (K).
         friction: γ (1/ps).
     """
-
-    dt: float
-    temperature: float
-    friction: float
-    needs_key = True
 
     def update(self, x, v, current, forces, ctx):
         dtype = x.dtype
@@ -173,7 +177,7 @@ class LeapfrogVerlet(Integrator):
         return x_new, v, forces(x_new)
 
 
-class Brownian(Integrator):
+class Brownian(_Stochastic):
     """Overdamped Langevin dynamics (OpenMM's BrownianIntegrator):
 
         x(t+dt) = x(t) + dt/(γ m) · F(t) + √(2 k_B T dt/(γ m)) · ξ,   ξ ~ N(0, 1) from the run's key,
@@ -186,11 +190,6 @@ class Brownian(Integrator):
         temperature: T (K).
         friction: γ (1/ps).
     """
-
-    dt: float
-    temperature: float
-    friction: float
-    needs_key = True
 
     def update(self, x, v, current, forces, ctx):
         dtype = x.dtype

@@ -84,9 +84,22 @@ def _force_function(system, derivatives: str):
 
 
 def _search(system, tolerance: float, max_iterations: int):
-    """(coords at the minimum of energy + penalty, iterations, final RMS force)."""
+    """(coords at the minimum of E∘P, iterations, final RMS force). The list's capacity is sized
+    here, from concrete coordinates; the descent is compiled once per System structure,
+    capacity and settings (a loss that minimises again reuses it)."""
+    capacity = _choose_capacity(system) if system.uses_neighbor_list() else None
+    x, iterations, final_rms, overflowed = _descend(system, capacity, float(tolerance), int(max_iterations))
+    if not isinstance(overflowed, jax.core.Tracer) and bool(overflowed):
+        raise SimulationError("minimize: the neighbor list overflowed while the atoms moved (they crowded "
+                              "together); give the finder a larger capacity")
+    return x, iterations, final_rms
+
+
+@eqx.filter_jit
+def _descend(system, capacity, tolerance: float, max_iterations: int):
+    """The L-BFGS loop (see the module docstring): (x, iterations, RMS force, list overflowed)."""
     uses_list = system.uses_neighbor_list()
-    build = list_builder(system, _choose_capacity(system)) if uses_list else None
+    build = list_builder(system, capacity) if uses_list else None
     half_skin = system.neighbor_skin() / 2 if uses_list else 0.0
     energy = _energy_function(system, "reverse")
     project = _projection(system)
@@ -135,20 +148,12 @@ def _search(system, tolerance: float, max_iterations: int):
         *_, value, grad, count, stalled = carry
         return (count < limit) & (rms(grad) > tolerance) & jnp.isfinite(value) & (stalled < 10)
 
-    @jax.jit
-    def run(x):
-        neighbors = build(x) if uses_list else None
-        value, grad = jax.value_and_grad(energy)(x, neighbors)
-        carry = jax.lax.while_loop(going, step, (x, solver.init(x), neighbors, value, grad, jnp.int32(0),
-                                                 jnp.int32(0)))[:-1]
-        overflowed = carry[2].overflowed if uses_list else jnp.zeros((), bool)
-        return carry[0], carry[-1], rms(carry[-2]), overflowed
-
-    x, iterations, final_rms, overflowed = run(x0)
-    if not isinstance(overflowed, jax.core.Tracer) and bool(overflowed):
-        raise SimulationError("minimize: the neighbor list overflowed while the atoms moved (they crowded "
-                              "together); give the finder a larger capacity")
-    return x, iterations, final_rms
+    neighbors = build(x0) if uses_list else None
+    value, grad = jax.value_and_grad(energy)(x0, neighbors)
+    carry = jax.lax.while_loop(going, step, (x0, solver.init(x0), neighbors, value, grad, jnp.int32(0),
+                                             jnp.int32(0)))[:-1]
+    overflowed = carry[2].overflowed if uses_list else jnp.zeros((), bool)
+    return carry[0], carry[-1], rms(carry[-2]), overflowed
 
 
 def minimize(system, tolerance: float = 10.0, max_iterations: int = 0):
