@@ -263,6 +263,81 @@ def test_gradient_through_a_constrained_run(integrator):
         assert grad == pytest.approx(fd, rel=1e-5), (section, field)
 
 
+def test_a_long_chain_is_projected_by_ccmas_iteration():
+    """A 3-D chain of 101 atoms (100 coupled bond constraints, beyond the dense Newton solve):
+    from 0.005 nm random displacements, positions are put back on the constraints to 1e-10
+    relative and velocities lose their components along the bonds (float64)."""
+    rng = np.random.default_rng(4)
+    steps = rng.normal(size=(100, 3))
+    steps = 0.15 * steps / np.linalg.norm(steps, axis=1, keepdims=True)
+    x0 = np.concatenate([np.zeros((1, 3)), np.cumsum(steps, axis=0)])
+    pairs = np.stack([np.arange(100), np.arange(1, 101)], axis=1)
+    masses = rng.uniform(1.0, 16.0, 101)
+    constraints = md.DistanceConstraints(pairs, np.full(100, 0.15), masses=masses, geometry=x0)
+    assert len(constraints.large_clusters) == 1 and not constraints.clusters
+    boundary, inv_mass = md.NoBoundary(), jnp.asarray(1.0 / masses)[:, None]
+    moved = jnp.asarray(x0 + rng.normal(0.0, 0.005, x0.shape))
+    x = constraints.positions(moved, jnp.asarray(x0), inv_mass, boundary)
+    assert float(constraints.violation(x, boundary)) < 1e-10
+    assert float(constraints.violation(moved, boundary)) > 1e-2
+    v = constraints.velocities(x, jnp.asarray(rng.normal(size=x0.shape)), inv_mass, boundary)
+    r, dv = x[pairs[:, 0]] - x[pairs[:, 1]], v[pairs[:, 0]] - v[pairs[:, 1]]
+    assert float(jnp.max(jnp.abs(jnp.sum(r * dv, axis=-1)))) < 1e-10
+    # Differentiable in the distances (the iteration is unrolled): against central differences.
+    weights = jnp.asarray(rng.normal(size=x0.shape))
+
+    def loss(d):
+        c = eqx.tree_at(lambda c: c.distances, constraints, d)
+        return jnp.sum(weights * c.positions(moved, jnp.asarray(x0), inv_mass, boundary))
+
+    d = jnp.full(100, 0.15)
+    tangent = jnp.asarray(rng.normal(size=100))
+    h = 1e-6
+    fd = (float(loss(d + h * tangent)) - float(loss(d - h * tangent))) / (2 * h)
+    assert float(jnp.vdot(jax.grad(loss)(d), tangent)) == pytest.approx(fd, rel=1e-6)
+
+
+@pytest.mark.slow  # ~13 s
+def test_all_bonds_of_a_protein_follow_openmm():
+    """AllBonds on villin (589 coupled constraints in one cluster, CCMA's iteration): 20 steps of
+    leapfrog Verlet from OpenMM's start on the constraints follow OpenMM's Reference platform
+    (CCMA, tolerance 1e-10) to 1e-6 nm; positions hold the constraints to 1e-10 relative
+    (float64) and 1e-5 (float32), velocities have no component along any bond (1e-10 / 1e-5
+    relative) after a RATTLE projection."""
+    from test_openmm_systems import villin_in_vacuum
+
+    topology, positions = villin_in_vacuum()
+    reference = app.ForceField("amber14-all.xml").createSystem(topology, constraints=app.AllBonds,
+                                                               removeCMMotion=False)
+    integrator = openmm.VerletIntegrator(0.002 * unit.picosecond)
+    integrator.setConstraintTolerance(1e-10)
+    context = openmm.Context(reference, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    context.applyConstraints(1e-10)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 2)
+    context.applyVelocityConstraints(1e-10)
+    start = context.getState(getPositions=True, getVelocities=True)
+    x0 = start.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    v0 = start.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    integrator.step(20)
+    x_end = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    for dtype, bound in (("float64", 1e-10), ("float32", 1e-5)):
+        system = md.ForceField("amber14-all.xml").create_system((topology, x0), constraints="AllBonds",
+                                                                remove_cm_motion=False, velocities=v0, dtype=dtype)
+        assert [len(c.index.array) for c in system.constraints.large_clusters] == [589]
+        run = md.simulate(system, md.LeapfrogVerlet(0.002), 20)
+        x = run.state.coords
+        assert float(system.constraints.violation(x, system.boundary)) < bound
+        if dtype == "float64":
+            assert np.abs(np.asarray(x) - x_end).max() < 1e-6
+        inv_mass = (1.0 / system.atoms.mass)[:, None]
+        v = system.constraints.velocities(x, run.state.velocities + 0.1, inv_mass, system.boundary)
+        pairs = system.constraints.pairs.array
+        r, dv = x[pairs[:, 0]] - x[pairs[:, 1]], v[pairs[:, 0]] - v[pairs[:, 1]]
+        along = jnp.abs(jnp.sum(r * dv, axis=-1)) / jnp.linalg.norm(r, axis=-1) / jnp.max(jnp.linalg.norm(dv, axis=-1))
+        assert float(jnp.max(along)) < bound
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="constrained twice"):
         md.DistanceConstraints([[0, 1], [1, 0]], [0.1, 0.1])

@@ -130,8 +130,6 @@ def test_clear_errors():
         ff.create_system(boxless, nonbonded_method="PME")
     with pytest.raises(ValueError, match="nonbonded_method must be one of"):
         ff.create_system((topology, positions), nonbonded_method="pme")
-    with pytest.raises(ValueError, match="AllBonds"):
-        ff.create_system((topology, positions), constraints="AllBonds")
     small = water_box()  # a 2 nm box
     with pytest.raises(ValueError, match="twice the cutoff"):
         ff.create_system(small, nonbonded_method="PME", nonbonded_cutoff=1.2, rigid_water=False)

@@ -86,9 +86,8 @@ def test_unsupported_forces_and_constraints_are_named():
     forcefield = app.ForceField("amber14-all.xml")
     system = forcefield.createSystem(topology, constraints=app.HBonds)
     assert len(md.from_openmm(system, positions).constraints.pairs) == system.getNumConstraints()
-    system = forcefield.createSystem(topology, constraints=app.AllBonds)  # one cluster per chain
-    with pytest.raises(ValueError, match="AllBonds"):
-        md.from_openmm(system, positions)
+    system = forcefield.createSystem(topology, constraints=app.AllBonds)  # one cluster per chain: CCMA
+    assert len(md.from_openmm(system, positions).constraints.large_clusters) == 1
     system = forcefield.createSystem(topology, constraints=None)
     system.addForce(openmm.CustomExternalForce("x^2"))
     with pytest.raises(ValueError, match="CustomExternalForce"):

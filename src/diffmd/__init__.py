@@ -11,15 +11,15 @@ Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one
 
 from .atoms import Atoms
 from .dynamics import (AndersenThermostat, BerendsenThermostat, Brownian, BussiThermostat, Constraints, Coupling, DistanceConstraints, FixedAtoms, ForceEval,
-                       FrictionThermostat, Integrator, LangevinMiddle, LeapfrogVerlet, MDState, NoConstraints, StepContext,
+                       FrictionThermostat, Integrator, LangevinMiddle, LeapfrogVerlet, MDState, NoseHooverChain, NoseHooverState, MonteCarloBarostat, MonteCarloState, NoConstraints, StepContext,
                        VelocityVerlet)
 from .energy import energy_and_forces, energy_terms, forces, kinetic_energy, potential_energy, temperature
 from .forcefield import ForceField, from_openmm
 from .forces import *  # noqa: F401,F403
 from .forces import __all__ as _force_names
 from .initialize import random_coords, random_velocities
-from .loggers import (CoordinatesLogger, ForcesLogger, KineticEnergyLogger, Logger, ObservableLogger,
-                      PotentialEnergyLogger, TemperatureLogger, TotalEnergyLogger, VelocitiesLogger)
+from .loggers import (AMU_PER_NM3_IN_G_PER_CM3, ConservedEnergyLogger, CoordinatesLogger, DensityLogger, ForcesLogger, KineticEnergyLogger, Logger, ObservableLogger,
+                      PotentialEnergyLogger, TemperatureLogger, TotalEnergyLogger, VelocitiesLogger, VolumeLogger)
 from .neighbors import Capacity, CellListNeighborFinder, DistanceNeighborFinder, NeighborList, NoNeighborFinder
 from .observables import distance_matrix, mean_min_separation, min_separations
 from .parallel import map_replicas, replica_mesh, replica_sharding  # docs/parallel.md
@@ -33,12 +33,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Atoms", "CubicBoundary", "NoBoundary", "RectangularBoundary", "vector",
     "AndersenThermostat", "BerendsenThermostat", "Brownian", "BussiThermostat", "Coupling", "FrictionThermostat",
-    "LeapfrogVerlet",
+    "LeapfrogVerlet", "NoseHooverChain", "NoseHooverState", "MonteCarloBarostat", "MonteCarloState",
     "Constraints", "DistanceConstraints", "FixedAtoms", "NoConstraints", "ForceEval", "Integrator", "LangevinMiddle", "StepContext",
     "energy_and_forces", "energy_terms", "ForceField", "from_openmm", "forces", "kinetic_energy", "potential_energy", "temperature",
     "random_coords", "random_velocities", "MDState", "VelocityVerlet",
     "CoordinatesLogger", "ForcesLogger", "KineticEnergyLogger", "Logger", "ObservableLogger",
-    "PotentialEnergyLogger", "TemperatureLogger", "TotalEnergyLogger", "VelocitiesLogger",
+    "PotentialEnergyLogger", "TemperatureLogger", "TotalEnergyLogger", "VelocitiesLogger", "VolumeLogger",
+    "DensityLogger", "ConservedEnergyLogger", "AMU_PER_NM3_IN_G_PER_CM3",
     "Capacity", "CellListNeighborFinder", "DistanceNeighborFinder", "NeighborList", "NoNeighborFinder",
     "distance_matrix", "mean_min_separation", "min_separations",
     "map_replicas", "replica_mesh", "replica_sharding",

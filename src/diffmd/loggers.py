@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import equinox as eqx
+import jax.numpy as jnp
 from jax import Array
 
 from .energy import kinetic_energy, temperature
@@ -81,6 +82,36 @@ class TemperatureLogger(Logger):
 
     def observe(self, state, system):
         return temperature(system.atoms.mass, state.velocities, system.units.boltzmann, system.degrees_of_freedom)
+
+
+class ConservedEnergyLogger(Logger):
+    """Kinetic plus potential energy plus the energy of the integrator's own variables (a
+    Nosé–Hoover chain's): the quantity an extended-system integrator conserves (energy
+    units). The total energy for integrators without such variables."""
+
+    def observe(self, state, system):
+        total = state.potential_energy + kinetic_energy(system.atoms.mass, state.velocities)
+        extra = getattr(state.integrator_state, "energy", None)
+        return total if extra is None else total + extra
+
+
+class VolumeLogger(Logger):
+    """Volume of the box (length³), the one a barostat has moved to if there is one."""
+
+    def observe(self, state, system):
+        return state.box(system).volume
+
+
+class DensityLogger(Logger):
+    """Mass density Σm / V (mass/length³; amu/nm³ in OpenMM units, × AMU_PER_NM3_IN_G_PER_CM3
+    for g/cm³)."""
+
+    def observe(self, state, system):
+        return jnp.sum(system.atoms.mass) / state.box(system).volume
+
+
+AMU_PER_NM3_IN_G_PER_CM3 = 1.66053906660e-3
+"""1 amu/nm³ in g/cm³ (1.66053906660e-24 g over 1e-21 cm³)."""
 
 
 class ObservableLogger(Logger):

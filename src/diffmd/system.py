@@ -7,6 +7,8 @@ import functools
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 from jax import Array
 
 from ._checks import concrete_or_none
@@ -231,10 +233,42 @@ class System(eqx.Module):
         replaced = [StaticArray(p) for p in (t.excluded_pairs() for t in self.bonded_inters) if p is not None]
         return _union(self.exclusions, self.pairs_14, ineligible if ineligible is not None else _NO_PAIRS, *replaced)
 
+    def molecules(self) -> np.ndarray:
+        """(N,) int molecule index of every atom, molecules numbered by their first atom: the
+        connected groups of atoms joined by bonded terms, exclusions, 1-4 pairs or distance
+        constraints (what a barostat keeps rigid). Static."""
+        return _molecule_labels(self.n_atoms, self._topology_links())
+
+    def _topology_links(self) -> StaticArray:
+        links = [self.exclusions.array, self.pairs_14.array]
+        for term in self.bonded_inters:
+            idx = np.asarray(term.indices.array)
+            if idx.ndim == 2 and idx.shape[1] > 1:
+                links += [idx[:, [k, k + 1]] for k in range(idx.shape[1] - 1)]
+        pairs = getattr(self.constraints, "pairs", None)
+        if pairs is not None:
+            links.append(np.asarray(getattr(pairs, "array", pairs)))
+        return StaticArray(np.concatenate([np.asarray(a).reshape(-1, 2) for a in links]), dtype=np.int64)
+
     def neighbor_skin(self) -> float:
         """List cutoff minus the largest cutoff of the interactions that use the list."""
         cutoffs = [t.cutoff_distance for t in self.pairwise_inters if t.use_neighbors]
         return self.neighbor_finder.cutoff - max(cutoffs, default=0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _molecule_labels(n_atoms: int, links: StaticArray) -> np.ndarray:
+    """Connected components of the (N, N) graph whose edges are `links`, numbered in order of
+    each component's first atom."""
+    pairs = links.array
+    graph = scipy.sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_atoms, n_atoms))
+    labels = scipy.sparse.csgraph.connected_components(graph, directed=False)[1]
+    _, first = np.unique(labels, return_index=True)
+    renumber = np.empty(len(first), np.int64)
+    renumber[np.argsort(first)] = np.arange(len(first))
+    labels = renumber[labels]
+    labels.setflags(write=False)
+    return labels
 
 
 @functools.lru_cache(maxsize=64)

@@ -23,6 +23,8 @@ class UnitSystem:
         boltzmann: k_B in energy per temperature (kJ/mol/K for OpenMM units).
         coulomb: 1/(4π ε0) in energy·length/charge² (kJ/mol·nm/e² for OpenMM units).
         length, time, mass, energy, temperature, charge: unit names.
+        energy_density_per_bar: 1 bar in energy/length³ (0.0602214076 kJ/mol/nm³ for OpenMM
+            units; 1 in reduced units, where a "pressure in bar" is read as ε/σ³).
     """
 
     name: str
@@ -34,6 +36,7 @@ class UnitSystem:
     energy: str
     temperature: str
     charge: str
+    energy_density_per_bar: float = 1.0
 
 
 OPENMM_UNITS = UnitSystem(
@@ -46,6 +49,7 @@ OPENMM_UNITS = UnitSystem(
     energy="kJ/mol",
     temperature="K",
     charge="e",
+    energy_density_per_bar=0.0602214076,  # 1e5 Pa × 1e-27 m³/nm³ × N_A / 1000 J/kJ
 )
 
 REDUCED_UNITS = UnitSystem(

@@ -20,6 +20,12 @@ class MDState(eqx.Module):
         key: PRNG key for stochastic integrators and couplings, or None.
         neighbors: the current NeighborList, or None.
         first_nonfinite_step: int32, the first step whose coordinates were NaN/inf, −1 if none.
+        boundary: the current box where a coupling changes it (a barostat), else None: the
+            System's box holds.
+        couplings: the couplings' own state, one entry per coupling of the integrator (None for
+            those that keep none; a barostat's adaptive step size and acceptance counts).
+        integrator_state: the integrator's own state (a Nosé–Hoover chain's thermostat
+            variables), or None.
     """
 
     coords: Array
@@ -30,6 +36,13 @@ class MDState(eqx.Module):
     key: Array | None
     neighbors: NeighborList | None
     first_nonfinite_step: Array
+    boundary: object | None = None
+    couplings: tuple = ()
+    integrator_state: object | None = None
+
+    def box(self, system):
+        """The box this state lives in: its own where a barostat moves it, else the System's."""
+        return system.boundary if self.boundary is None else self.boundary
 
 
 class ForceEval(NamedTuple):

@@ -109,7 +109,8 @@ class ForceField:
                                  system.atoms.replace(mass=jnp.asarray(masses, system.coords.dtype)))
         if reference.getNumConstraints():  # the labelled system's distances are labels
             system = eqx.tree_at(lambda s: s.constraints, system,
-                                 constraints_of(reference, np.zeros(0, np.int64), system.coords.dtype))
+                                 constraints_of(reference, np.zeros(0, np.int64), system.coords.dtype,
+                                                np.asarray(system.coords)))
         parameters = self.parameters if parameters is None else parameters
         binding = ForceFieldBinding.build(system, parameters, decoded)
         system = binding.bind(_with_binding(system, binding), parameters)

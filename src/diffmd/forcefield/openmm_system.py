@@ -102,7 +102,7 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
                              "the CustomTorsion/Bond/NonbondedForce that openmm.app makes for CHARMM)")
 
     frozen = np.flatnonzero(masses == 0)
-    constraints = constraints_of(openmm_system, frozen, dtype)
+    constraints = constraints_of(openmm_system, frozen, dtype, np.asarray(coords))
     safe_masses = np.where(masses == 0, 1.0, masses)  # a fixed atom's mass is never used
     atoms = Atoms(as_jax(safe_masses, dtype), **{k: as_jax(v, dtype) for k, v in per_atom.items()})
     if finder is not None:  # slots per atom from these coordinates, so traced evaluations can build lists too
@@ -116,9 +116,10 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
                   constraints=constraints, remove_com_motion=remove_com)
 
 
-def constraints_of(openmm_system, frozen, dtype):
+def constraints_of(openmm_system, frozen, dtype, positions=None):
     """The constraint slot of an openmm.System: its distance constraints, or its zero-mass
-    (fixed) atoms, or None."""
+    (fixed) atoms, or None. `positions` (N, 3) nm and the System's masses fix the CCMA matrix of
+    large clusters (AllBonds)."""
     import openmm
 
     if not openmm_system.getNumConstraints():
@@ -129,7 +130,10 @@ def constraints_of(openmm_system, frozen, dtype):
         raise ValueError("from_openmm: the openmm.System has both zero-mass (fixed) atoms and constraints; "
                          "diffmd supports one or the other")
     distances = np.array([d.value_in_unit(openmm.unit.nanometer) for _, _, d in rows])
-    return DistanceConstraints(pairs, as_jax(distances, dtype))
+    masses = np.array([openmm_system.getParticleMass(i).value_in_unit(openmm.unit.dalton)
+                       for i in range(openmm_system.getNumParticles())])
+    return DistanceConstraints(pairs, as_jax(distances, dtype), masses=masses,
+                               geometry=None if positions is None else np.asarray(positions, np.float64))
 
 
 # OpenMM force -> (diffmd term, count method, row getter, atoms per row, {field: its columns after the atoms})

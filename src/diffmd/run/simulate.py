@@ -15,12 +15,16 @@ from .._checks import concrete_or_none, is_traced
 from ..dynamics.state import MDState
 from ..energy import energy_and_forces
 from ..neighbors import Capacity
+from ..space.boundaries import RectangularBoundary
 from .checks import SimulationError, check_arguments, checked_inputs, eager_checks, traced_checks
-from .driver import force_function, initial_state, list_builder, step_function
+from .driver import coupling_states, force_function, in_box, initial_state, list_builder, moves_box, step_function
 from .modes import REVERSE_ONLY, Truncate, explained, parse_grad_mode
 from .scan import Rows, scan, segment_steps
 
 MAX_REALLOCATIONS = 5
+BAROSTAT_BOX_MARGIN = 0.9
+"""Under a barostat the cell grid is sized for box sides this much smaller than the start's
+(27 % less volume); a box that shrinks further stops the run with an error naming it."""
 EAGER_CHUNK_STEPS = 1000
 """Eager runs with a neighbor list go in chunks of about this many steps (a multiple of every
 logger's and the finder's interval): an overflow reruns only the chunk it happened in."""
@@ -66,25 +70,35 @@ def _restart(state: MDState, cut, force_fn) -> MDState:
     list as it is (it is valid for these coordinates). Only energy and forces go through the
     `cond`: a cond over the whole state copied its neighbor rows on every step."""
     coords, velocities = (jnp.where(cut, jax.lax.stop_gradient(a), a) for a in (state.coords, state.velocities))
-    energy, forces = jax.lax.cond(cut, lambda: tuple(force_fn(coords, state.neighbors, state.step)[:2]),
+    energy, forces = jax.lax.cond(cut, lambda: tuple(force_fn(coords, state.neighbors, state.step, state.boundary)[:2]),
                                   lambda: (state.potential_energy, state.forces))
     return eqx.tree_at(lambda s: (s.coords, s.velocities, s.forces, s.potential_energy), state,
                        (coords, velocities, forces.astype(state.forces.dtype), energy.astype(state.potential_energy.dtype)))
 
 
-def _continued_state(start: MDState, system, force_fn, config: _Config, key, derivatives: str) -> MDState:
-    """The state a continued run starts from: the previous run's coordinates, velocities and
-    neighbor list (rebuilt only if its capacity changed), the step counter at 0. Forces are
-    recomputed with this System, so they depend on its parameters (one force evaluation)."""
+def _continued_state(start: MDState, system, integrator, force_fn, config: _Config, key, derivatives: str) -> MDState:
+    """The state a continued run starts from: the previous run's coordinates, velocities,
+    box, barostat and thermostat variables, and its neighbor list (rebuilt only if its capacity changed), the
+    step counter at 0. Forces are recomputed with this System, so they depend on its
+    parameters (one force evaluation)."""
+    couplings = start.couplings
+    if len(couplings) != len(integrator.coupling) or any(
+            (own is None) != (not hasattr(c, "initial_state")) for own, c in zip(couplings, integrator.coupling)):
+        couplings = coupling_states(system, integrator, start.box(system))  # other couplings than last run's
+    boundary = start.box(system) if moves_box(integrator) else None
     neighbors = start.neighbors if system.uses_neighbor_list() else None
     if system.uses_neighbor_list() and (neighbors is None or neighbors.capacity != config.capacity):
-        first = force_fn(start.coords, None, jnp.int32(0))
+        first = force_fn(start.coords, None, jnp.int32(0), boundary)
         neighbors, energy, forces = first.neighbors, first.energy, first.forces
     else:
-        energy, forces = energy_and_forces(system, start.coords, neighbors, derivatives=derivatives)
+        energy, forces = energy_and_forces(in_box(system, boundary), start.coords, neighbors, derivatives=derivatives)
     step = start.step if config.keep_step else jnp.int32(0)
+    own = start.integrator_state
+    fresh = integrator.initial_state(system)
+    if jax.tree_util.tree_structure(own) != jax.tree_util.tree_structure(fresh):
+        own = fresh  # another integrator than last run's
     return MDState(start.coords, start.velocities, forces.astype(start.coords.dtype), energy, step,
-                   start.key if key is None else key, neighbors, jnp.int32(-1))
+                   start.key if key is None else key, neighbors, jnp.int32(-1), boundary, couplings, own)
 
 
 def _record_interval(loggers: dict) -> int:
@@ -98,9 +112,9 @@ def _run(system, integrator, key, start: MDState | None, config: _Config) -> Tra
     derivatives = "forward" if mode == "forward" else "reverse"  # the pair kernels for this mode
     force_fn = force_function(system, config.capacity, derivatives)
     if start is None:
-        state = initial_state(system, force_fn, key)
+        state = initial_state(system, force_fn, key, integrator)
     else:
-        state = _continued_state(start, system, force_fn, config, key, derivatives)
+        state = _continued_state(start, system, integrator, force_fn, config, key, derivatives)
     steps_per_segment = segment_steps(n_steps, config.segment)
     truncate = config.truncate
     window = truncate.window if truncate else None
@@ -108,7 +122,7 @@ def _run(system, integrator, key, start: MDState | None, config: _Config) -> Tra
     list_as_is = force_function(system, config.capacity, derivatives, replay=True)  # restarts and replays
 
     def make_step(force_fn):
-        advance_one = step_function(system, integrator, force_fn)
+        advance_one = step_function(system, integrator, force_fn, config.capacity, derivatives)
 
         def step(state, _):
             # Truncation cuts the state *entering* a step, so a record or loss taken at a cut
@@ -126,7 +140,8 @@ def _run(system, integrator, key, start: MDState | None, config: _Config) -> Tra
 
     step = make_step(force_fn)
     rows = None  # reverse modes with a list: the backward pass restores rows, replays steps
-    if mode != "forward" and system.uses_neighbor_list():
+    # (not with a barostat: a step then uses two lists, the one it ends with rebuilt in a new box)
+    if mode != "forward" and system.uses_neighbor_list() and not moves_box(integrator):
         build = list_builder(system, config.capacity)
         rows = Rows(lambda reference: build(reference).idx, make_step(list_as_is))
 
@@ -200,10 +215,22 @@ def _run_forward(system, state, step, n_steps, loggers) -> Trajectory:
     return Trajectory(state, buffers)
 
 
-def _choose_capacity(system) -> Capacity | None:
-    """The neighbor list's static capacity (None without a list)."""
+def _choose_capacity(system, box_may_shrink: bool = False) -> Capacity | None:
+    """The neighbor list's static capacity (None without a list). `box_may_shrink` (a
+    barostat): a cell grid is chosen for a box BAROSTAT_BOX_MARGIN times smaller, so cells
+    stay wider than the list cutoff as the box shrinks."""
     if not system.uses_neighbor_list():
         return None
+    capacity = _capacity_for_start(system)
+    if box_may_shrink and capacity.grid is not None:
+        with jax.ensure_compile_time_eval():
+            smaller = RectangularBoundary(jax.lax.stop_gradient(system.boundary.sides) * BAROSTAT_BOX_MARGIN)
+            grid = system.neighbor_finder._grid(smaller, system.n_atoms)
+        capacity = Capacity(capacity.slots) if grid is None else Capacity(capacity.slots, capacity.cell_slots, grid)
+    return capacity
+
+
+def _capacity_for_start(system) -> Capacity:
     finder = system.neighbor_finder
     # Constants closed over by an outer jit are concrete (ensure_compile_time_eval keeps them
     # so); under grad/jvp stop_gradient exposes the concrete primal values; values that are
@@ -272,7 +299,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
     if start is not None and start.coords.shape != system.coords.shape:
         raise ValueError(f"simulate: start has coordinates of shape {start.coords.shape}, the System {system.coords.shape}")
     capacity = (start.neighbors.capacity if start is not None and start.neighbors is not None
-                and system.uses_neighbor_list() else _choose_capacity(system))
+                and system.uses_neighbor_list() else _choose_capacity(system, moves_box(integrator)))
     traced = is_traced((system, integrator, key, start)) or _under_jit()
     chunk = _chunk_steps(system)
     if not traced and system.uses_neighbor_list() and n_steps > chunk:
