@@ -90,6 +90,7 @@ def test_volume_moves_keep_water_rigid_and_continue_with_their_box():
     assert int(more.state.couplings[0].total_attempted) == 22  # the counters carried on
 
 
+@pytest.mark.slow  # ~12 s; the default suite keeps the 7-minute budget
 def test_gradient_through_a_run_with_volume_moves_matches_finite_differences():
     """d⟨V⟩/dP and d(potential energy)/dσ through 200 steps of an LJ liquid with a volume move
     every 10 steps: the accept/reject decisions are held by the key, so for small changes the

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,6 +18,7 @@ def _module():
     return module
 
 
+@pytest.mark.slow  # ~11 s
 def test_records_have_the_named_keys_and_openmm_times(tmp_path):
     bench = _module()
     path = tmp_path / "pair.json"

@@ -26,6 +26,7 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow  # ~8-15 s; the slow example runs cover them
 def test_triatomic_angle_runs_and_writes_outputs(tmp_path, capsys):
     summary = triatomic_angle.main(["--seed", "0", "--out", str(tmp_path), "--epochs", "2", "--scan-step", "30"])
     printed = capsys.readouterr().out
@@ -63,6 +64,7 @@ def test_triatomic_sign_change_interpolation():
     assert triatomic_angle.sign_changes(thetas, -grads) == []  # + to − is not a minimum
 
 
+@pytest.mark.slow  # ~8-15 s; the slow example runs cover them
 def test_nn_bond_runs_and_writes_outputs(tmp_path, capsys):
     summary = nn_bond.main(["--seed", "0", "--out", str(tmp_path), "--epochs", "2"])
     printed = capsys.readouterr().out

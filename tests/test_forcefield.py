@@ -201,6 +201,7 @@ def test_capped_peptide_in_vacuum_matches_openmm():
     assert np.abs(np.asarray(jax.jit(md.forces)(system)) - expected_forces).max() < 1e-4
 
 
+@pytest.mark.slow  # ~12-15 s; the default suite keeps the 7-minute budget
 def test_gradient_of_a_loss_through_a_run():
     """d(loss)/dθ through 50 steps of dynamics of the capped peptide for a torsion k and a
     template charge, against central finite differences (float64, 1e-5)."""
@@ -234,6 +235,7 @@ def test_gradient_of_a_loss_through_a_run():
         assert float(grads[section][field][entry]) == pytest.approx(fd, rel=1e-5), (section, field)
 
 
+@pytest.mark.slow  # ~12-15 s; the default suite keeps the 7-minute budget
 def test_amber19_with_cmap_matches_openmm():
     topology, positions = villin_in_vacuum()
     files = ("amber19-all.xml",)
@@ -309,7 +311,8 @@ def water_box(side=2.0, gap=0.15):
     return modeller.topology, modeller.positions
 
 
-@pytest.mark.parametrize("method, force_atol", [("CutoffPeriodic", 1e-4), ("Ewald", 1e-3), ("PME", 1e-3)])
+@pytest.mark.parametrize("method, force_atol", [pytest.param("CutoffPeriodic", 1e-4, marks=pytest.mark.slow),
+                                               pytest.param("Ewald", 1e-3, marks=pytest.mark.slow), ("PME", 1e-3)])
 def test_water_box_every_periodic_method_matches_openmm(method, force_atol):
     topology, positions = water_box()
     files = ("amber14-all.xml", "amber14/tip3p.xml")

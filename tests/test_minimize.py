@@ -79,6 +79,7 @@ def one_water():
     return modeller.topology, modeller.positions
 
 
+@pytest.mark.slow  # ~11 s
 def test_gradient_of_a_loss_of_the_minimum_is_exact():
     """A flexible water in vacuum minimised to rounding: d(Rg of the minimum)/d(every bond and
     angle number of the force field) against central differences to 1e-6."""

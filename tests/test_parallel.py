@@ -149,10 +149,12 @@ def two_devices(tmp_path_factory):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow  # the two-device child process takes ~30 s to start
 def test_child_sees_two_devices(two_devices):
     assert two_devices["devices"] == 2
 
 
+@pytest.mark.slow  # the two-device child process takes ~30 s to start
 def test_ensemble_over_two_devices_equals_vmap_and_is_sharded(two_devices):
     r = two_devices["ensemble"]
     coords, ref_coords = np.array(r["coords"]), np.array(r["ref_coords"])
@@ -169,6 +171,7 @@ def test_ensemble_over_two_devices_equals_vmap_and_is_sharded(two_devices):
     assert r["collectives"] == 0
 
 
+@pytest.mark.slow  # the two-device child process takes ~30 s to start
 def test_gradient_of_ensemble_mean_over_two_devices_equals_vmap(two_devices):
     """5 replicas on 2 devices (padded to 6, padding stripped): the mean and d mean/dσ equal
     the single-device vmap's; the padded copy of replica 5 adds nothing."""
@@ -179,6 +182,7 @@ def test_gradient_of_ensemble_mean_over_two_devices_equals_vmap(two_devices):
     assert not np.isclose(r["vmap"][1], r["first_replica_only"][1], rtol=1e-3)
 
 
+@pytest.mark.slow  # the two-device child process takes ~30 s to start
 def test_parameter_sets_over_two_devices_equal_vmap(two_devices):
     r = two_devices["parameter_sets"]
     assert np.array(r["values"]).shape == (3,) and np.array(r["grads"]).shape == (2, 3)  # padding stripped
