@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import diffmd as md
+from test_ensembles import openmm_water_start
 from test_forcefield import amber14, water_box
 from test_langevin import KB, argon, block_stats
 
@@ -139,23 +140,11 @@ def test_tip3p_density_and_rdf_at_one_bar_follow_openmm():
     and within 1 %; the O–O g(r) of the run agrees with OpenMM's (first peak's position to one
     bin of 0.025 nm, its height within 5 %, curves within 0.08 everywhere)."""
     from openmm import app, unit
-    import openmm
 
     pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "tip3p.pdb"))
     oxygens = np.array([a.index for a in pdb.topology.atoms() if a.element.symbol == "O"])
     total_mass = sum(a.element.mass.value_in_unit(unit.dalton) for a in pdb.topology.atoms())
-    reference = app.ForceField("amber14-all.xml", "amber14/tip3p.xml").createSystem(
-        pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9, rigidWater=True)
-    reference.addForce(openmm.MonteCarloBarostat(1.0, 300.0, 25))
-    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0, 0.002)
-    integrator.setRandomNumberSeed(3)
-    context = openmm.Context(reference, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "2"})
-    context.setPositions(pdb.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 4)
-    start = context.getState(getPositions=True, getVelocities=True)
-    x0 = start.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    v0 = start.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    context, integrator, x0, v0 = openmm_water_start(pdb.topology, pdb.positions, seed=3, pressure_bar=1.0)
     integrator.step(2500)
     sides, frames = [], []
     for step in range(1, 401):

@@ -145,6 +145,26 @@ def test_bussi_brownian_and_nose_hoover_are_reproducible_and_differentiable():
         assert grad == pytest.approx(fd, rel=1e-5)
 
 
+def openmm_water_start(topology, positions, seed, pressure_bar=None):
+    """OpenMM CPU (2 threads) on rigid TIP3P water (amber14, PME 0.9 nm), LangevinMiddle at
+    300 K, 2 fs, γ = 1/ps, with a Monte Carlo barostat when `pressure_bar` is given: minimised
+    (tolerance 10) and given velocities at 300 K. (context, integrator, positions nm,
+    velocities nm/ps) of that start."""
+    reference = app.ForceField("amber14-all.xml", "amber14/tip3p.xml").createSystem(
+        topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9, rigidWater=True)
+    if pressure_bar is not None:
+        reference.addForce(openmm.MonteCarloBarostat(pressure_bar, 300.0, 25))
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0, 0.002)
+    integrator.setRandomNumberSeed(seed)
+    context = openmm.Context(reference, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "2"})
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, seed + 1)
+    start = context.getState(getPositions=True, getVelocities=True)
+    return (context, integrator, start.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+            start.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+
+
 def oxygen_rdf(frames, box, r_max=0.95, n_bins=38):
     return md.observables.rdf_histogram(frames, md.CubicBoundary(box), r_max, n_bins)
 
@@ -157,17 +177,7 @@ def test_water_oxygen_rdf_follows_openmm():
     height within 5 %, and the curves within 0.1 everywhere (their statistical noise is ~0.05)."""
     topology, positions = water_box()
     oxygens = np.array([a.index for a in topology.atoms() if a.element.symbol == "O"])
-    reference = app.ForceField("amber14-all.xml", "amber14/tip3p.xml").createSystem(
-        topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9, rigidWater=True)
-    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0, 0.002)
-    integrator.setRandomNumberSeed(5)
-    context = openmm.Context(reference, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "2"})
-    context.setPositions(positions)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 6)
-    start = context.getState(getPositions=True, getVelocities=True)
-    x0 = start.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    v0 = start.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    context, integrator, x0, v0 = openmm_water_start(topology, positions, seed=5)
     integrator.step(2500)
     frames = []
     for _ in range(100):
