@@ -9,6 +9,7 @@ Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one
 (integrators, couplings, constraints), `run` (simulate, gradient modes, checks).
 """
 
+from . import io  # reporters and atomic files: md.io.StateDataReporter, …
 from .atoms import Atoms
 from .dynamics import (AndersenThermostat, BerendsenThermostat, Brownian, BussiThermostat, Constraints, Coupling, DistanceConstraints, FixedAtoms, ForceEval,
                        FrictionThermostat, Integrator, LangevinMiddle, LeapfrogVerlet, MDState, NoseHooverChain, NoseHooverState, MonteCarloBarostat, MonteCarloState, NoConstraints, StepContext,

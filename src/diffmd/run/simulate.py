@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from functools import reduce
 
@@ -249,7 +250,7 @@ def _capacity_for_start(system) -> Capacity:
 
 
 def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | None = None, grad_mode="reverse",
-             truncate: Truncate | None = None, check: bool = True) -> Trajectory:
+             truncate: Truncate | None = None, check: bool = True, reporters=()) -> Trajectory:
     """Run `n_steps` of `integrator` from `system`'s coordinates and velocities.
 
     The whole run is one jitted `lax.scan` (compiled once per static configuration and cached);
@@ -286,8 +287,13 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
             chunk that overflowed is rerun. Inside jit/grad the error is raised from the
             compiled code, and so are the input checks (a non-positive mass, a NaN parameter,
             a box side below twice a cutoff).
+        reporters: `diffmd.io` reporters (StateDataReporter, TrajectoryReporter) that write the
+            run to files as it goes, chunk by chunk (eager calls only; their records are not
+            kept in the returned logs, so memory does not grow with the run).
     """
     check_arguments(n_steps, integrator, key)
+    if reporters:
+        return _simulate_reported(system, integrator, int(n_steps), key, start, check, tuple(reporters))
     mode, segment = parse_grad_mode(grad_mode)
     if mode != "forward" and _forward_differentiated((system, integrator, start)):
         raise TypeError(REVERSE_ONLY.format(mode=mode))
@@ -347,26 +353,54 @@ def _chunk_steps(system) -> int:
     return period * max(1, -(-EAGER_CHUNK_STEPS // period))
 
 
-def _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check) -> Trajectory:
+def _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check, on_chunk=None) -> Trajectory:
     """An eager run as consecutive `_run` calls of `chunk` steps, each continuing the last
     (same list, step counter and PRNG key; the results are those of one call). A chunk whose
     list overflowed is rerun alone with a grown capacity. Values need no derivative here, so
-    every chunk is a plain scan whatever the grad_mode."""
+    every chunk is a plain scan whatever the grad_mode. `on_chunk(logs, first_step, seconds)`
+    takes each chunk's logs and returns those to keep."""
     state, parts, done = start, [], 0
     while done < n_steps:
         steps = min(chunk, n_steps - done)
+        began = time.perf_counter()
         for _ in range(MAX_REALLOCATIONS + 1):
             config = _Config(steps, capacity, keep_step=done > 0)
             trajectory = _run(system, integrator, key if done == 0 else None, state, config)
-            if not bool(trajectory.state.neighbors.overflowed):
+            neighbors = trajectory.state.neighbors
+            if neighbors is None or not bool(neighbors.overflowed):
                 break
-            capacity = system.neighbor_finder.grown_capacity(trajectory.state.neighbors, capacity)
+            capacity = system.neighbor_finder.grown_capacity(neighbors, capacity)
         if check:
             eager_checks(trajectory, integrator, MAX_REALLOCATIONS)
-        parts.append(trajectory.logs)
+        logs = trajectory.logs
+        if on_chunk is not None:
+            jax.block_until_ready(trajectory.state.coords)
+            logs = on_chunk(logs, done, time.perf_counter() - began)
+        parts.append(logs)
         state, done = trajectory.state, done + steps
     logs = jax.tree_util.tree_map(lambda *records: jnp.concatenate(records), *parts)
     return Trajectory(state, logs)
+
+
+def _simulate_reported(system, integrator, n_steps, key, start, check, reporters) -> Trajectory:
+    """`simulate` with reporters: an eager run in chunks whose records go to the reporters."""
+    from ..io.reporters import close_reporters, hand_out, open_reporters
+
+    if is_traced((system, integrator, key, start)) or _under_jit():
+        raise TypeError("simulate: reporters write files as the run goes and need an eager call (not under "
+                        "jit, grad or vmap)")
+    completed = False
+    try:
+        extra = open_reporters(reporters, system, float(integrator.dt))
+        reported = eqx.tree_at(lambda s: s.loggers, system, {**system.loggers, **extra})
+        capacity = (start.neighbors.capacity if start is not None and start.neighbors is not None
+                    and system.uses_neighbor_list() else _choose_capacity(system, moves_box(integrator)))
+        trajectory = _simulate_in_chunks(reported, integrator, n_steps, key, capacity, start, _chunk_steps(reported),
+                                         check, lambda logs, first, seconds: hand_out(reporters, logs, first, seconds))
+        completed = True
+        return trajectory
+    finally:
+        close_reporters(reporters, completed)
 
 
 __all__ = ["simulate", "Trajectory", "SimulationError"]

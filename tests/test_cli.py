@@ -1,0 +1,56 @@
+"""The `diffmd` command: `simulate` writes a trajectory and a state CSV with status lines,
+`info` names the kernels, devices and versions, errors are one line; installed as a script."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffmd.cli import main
+from test_forcefield import alanine_dipeptide
+from test_openmm_systems import app, unit
+
+mdtraj = pytest.importorskip("mdtraj")
+
+
+def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, capsys):
+    topology, positions = alanine_dipeptide()
+    structure = tmp_path / "peptide.pdb"
+    with open(structure, "w") as handle:
+        app.PDBFile.writeFile(topology, np.asarray(positions) * unit.nanometer, handle)  # (plain numbers would be Å)
+    out, state = tmp_path / "run.xtc", tmp_path / "state.csv"
+    code = main(["simulate", str(structure), "--forcefield", "amber14-all.xml", "--steps", "100", "--dt", "0.002",
+                 "--temperature", "300", "--out", str(out), "--report-every", "25", "--state", str(state)])
+    assert code == 0
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "done: 100 steps" in text and "ns/day" in text
+    assert sum(line.split()[:1] == ["75"] for line in text.splitlines()) == 1  # the status line of step 75
+    trajectory = mdtraj.load(str(out), top=str(structure))
+    assert trajectory.n_frames == 4 and trajectory.n_atoms == topology.getNumAtoms()
+    with open(state) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [25, 50, 75, 100]
+    assert all(100.0 < float(r["temperature"]) < 600.0 for r in rows)
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "missing.pdb"), "--steps", "10", "--out", str(tmp_path / "x.dcd")]) == 1
+    assert main(["example", "no_such_example"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert lines == [f"diffmd: error: no such structure file: {tmp_path / 'missing.pdb'}",
+                     lines[1]] and lines[1].startswith("diffmd: error: no example named 'no_such_example'; available:")
+
+
+def test_info_and_the_installed_script(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "compiled pair kernels:" in text and "jax " in text and "devices:" in text
+    script = os.path.join(os.path.dirname(sys.executable), "diffmd")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
+    assert "simulate" in result.stdout and "example" in result.stdout and "info" in result.stdout
