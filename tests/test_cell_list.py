@@ -106,8 +106,8 @@ def test_simulation_and_derivatives_equal_the_distance_finder():
     np.testing.assert_allclose(tangent, ref_grad, rtol=1e-7)
 
 
-@pytest.mark.parametrize("finder", [md.DistanceNeighborFinder(1.8), md.CellListNeighborFinder(1.8)],
-                         ids=["distance", "cell"])
+@pytest.mark.parametrize("finder", [pytest.param(md.DistanceNeighborFinder(1.8), marks=pytest.mark.slow),
+                                    md.CellListNeighborFinder(1.8)], ids=["distance", "cell"])
 def test_run_in_chunks_with_start_equals_one_run(finder):
     """simulate(..., start=previous.state) continues exactly: two chunks give the one long run,
     reusing the list (same capacity, no reallocation), and the wrong start is refused."""
@@ -145,8 +145,8 @@ def test_vmap_over_replicas_with_a_cell_list():
     assert not np.allclose(batched[0], batched[1])
 
 
-@pytest.mark.parametrize("finder", [md.DistanceNeighborFinder(1.8), md.CellListNeighborFinder(1.8)],
-                         ids=["distance", "cell"])
+@pytest.mark.parametrize("finder", [pytest.param(md.DistanceNeighborFinder(1.8), marks=pytest.mark.slow),
+                                    md.CellListNeighborFinder(1.8)], ids=["distance", "cell"])
 def test_eager_overflow_reruns_only_the_affected_chunk(finder, monkeypatch):
     """A list with exactly the start's slots overflows as the hot lattice melts. Eagerly, a long run goes in
     chunks and only a chunk whose list overflowed is rerun; the trajectory and the logs are

@@ -799,7 +799,7 @@ class _WithSort(md.PairwiseInteraction):
 
 @needs_native
 @pytest.mark.parametrize("term, named, reverse", [
-    (_WithWhileLoop(), "while", False), (_WithForLoop(), "scan", True), (_WithErfInv(), "erf_inv", True),
+    (_WithWhileLoop(), "while", False), (_WithForLoop(), "scan", True), pytest.param(_WithErfInv(), "erf_inv", True, marks=pytest.mark.slow),
     (_WithSort(), "sort|non-scalar", True),
 ], ids=lambda v: type(v).__name__ if isinstance(v, md.PairwiseInteraction) else None)
 def test_unsupported_pair_function_falls_back_to_pure_jax(monkeypatch, term, named, reverse):
