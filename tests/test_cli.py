@@ -25,7 +25,8 @@ def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, cap
         app.PDBFile.writeFile(topology, np.asarray(positions) * unit.nanometer, handle)  # (plain numbers would be Å)
     out, state = tmp_path / "run.xtc", tmp_path / "state.csv"
     code = main(["simulate", str(structure), "--forcefield", "amber14-all.xml", "--steps", "100", "--dt", "0.002",
-                 "--temperature", "300", "--out", str(out), "--report-every", "25", "--state", str(state)])
+                 "--temperature", "300", "--out", str(out), "--report-every", "25", "--state", str(state),
+                 "--checkpoint", str(tmp_path / "run.chk")])
     assert code == 0
     printed = capsys.readouterr()
     text = printed.out + printed.err
@@ -37,6 +38,9 @@ def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, cap
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [25, 50, 75, 100]
     assert all(100.0 < float(r["temperature"]) < 600.0 for r in rows)
+    import zipfile
+
+    assert "meta.json" in zipfile.ZipFile(tmp_path / "run.chk").namelist()
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -75,3 +75,27 @@ def test_reporter_errors_are_clear(tmp_path):
     reporters = [md.io.StateDataReporter(tmp_path / "s.csv", 10)]
     with pytest.raises(TypeError, match="eager"):
         jax.jit(lambda s: md.simulate(s, md.VelocityVerlet(0.002), 20, reporters=reporters).state.coords)(system)
+
+
+def test_a_run_continued_from_a_checkpoint_is_bit_identical(tmp_path):
+    """1,000 steps saved by CheckpointReporter, loaded by load_state and run 1,000 more equal
+    2,000 steps in one go bit for bit: coordinates, velocities, PRNG key, the box a barostat
+    moved and its adaptive state."""
+    system = logged_argon()
+    integrator = md.LangevinMiddle(0.002, 120.0, 1.0, coupling=md.MonteCarloBarostat(300.0, 120.0, 10))
+    whole = md.simulate(system, integrator, 2_000, key=jax.random.PRNGKey(0))
+    md.simulate(system, integrator, 1_000, key=jax.random.PRNGKey(0),
+                reporters=[md.io.CheckpointReporter(tmp_path / "run.chk", 1_000)])
+    state, meta = md.io.load_state(tmp_path / "run.chk", system, integrator)
+    assert meta["steps_done"] == 1_000
+    rest = md.simulate(system, integrator, 1_000, start=state)
+    for a, b in ((rest.state.coords, whole.state.coords), (rest.state.velocities, whole.state.velocities),
+                 (rest.state.boundary.sides, whole.state.boundary.sides),
+                 (rest.state.couplings[0].volume_step, whole.state.couplings[0].volume_step),
+                 (jax.random.key_data(rest.state.key) if rest.state.key.dtype != np.uint32 else rest.state.key,
+                  jax.random.key_data(whole.state.key) if whole.state.key.dtype != np.uint32 else whole.state.key)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(whole.state.couplings[0].total_accepted) > 0  # the box did move
+    with pytest.raises(ValueError, match="not a diffmd"):
+        (tmp_path / "junk.chk").write_bytes(b"junk")
+        md.io.load_state(tmp_path / "junk.chk", system, integrator)

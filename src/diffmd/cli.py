@@ -3,6 +3,7 @@ installation.
 
     diffmd simulate STRUCTURE --forcefield FILE... --steps N --dt PS --temperature K
                     [--pressure BAR] [--minimize] --out TRAJ [--report-every N] [--state CSV]
+                    [--checkpoint FILE]
     diffmd example NAME [ARGS...]
     diffmd info
 
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="trajectory file: .dcd, .xtc or .pdb")
     run.add_argument("--report-every", type=int, default=500, help="steps between frames and status lines (default 500)")
     run.add_argument("--state", type=Path, default=None, help="state CSV (energies, temperature, volume, speed)")
+    run.add_argument("--checkpoint", type=Path, default=None,
+                     help="save the run's state here (every --report-every steps, at chunk ends, and at the end; "
+                          "diffmd.io.load_state reads it)")
     run.add_argument("--nonbonded-method", default=None,
                      help="NoCutoff, CutoffNonPeriodic, CutoffPeriodic, Ewald or PME (default: PME with a box, else NoCutoff)")
     run.add_argument("--cutoff", type=float, default=1.0, help="nonbonded cutoff, nm (default 1.0)")
@@ -116,13 +120,16 @@ def _simulate(args) -> int:
                  ConsoleReporter(args.steps, args.report_every)]
     if args.state is not None:
         reporters.append(md.io.StateDataReporter(args.state, args.report_every))
+    if args.checkpoint is not None:
+        reporters.append(md.io.CheckpointReporter(args.checkpoint, args.report_every))
     started = time.perf_counter()
     run = md.simulate(system, integrator, args.steps, key=jax.random.PRNGKey(args.seed + 1), reporters=reporters)
     seconds = time.perf_counter() - started
     print(f"diffmd: done: {args.steps} steps ({args.steps * args.dt:g} ps) in {seconds:.1f} s, "
           f"{args.steps * args.dt * 86400 / 1000 / seconds:.2f} ns/day including compilation; final potential "
           f"energy {float(run.state.potential_energy):.1f} kJ/mol; trajectory {args.out}"
-          + (f", state {args.state}" if args.state else ""), flush=True)
+          + (f", state {args.state}" if args.state else "")
+          + (f", checkpoint {args.checkpoint}" if args.checkpoint else ""), flush=True)
     return 0
 
 

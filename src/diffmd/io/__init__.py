@@ -2,6 +2,7 @@
 reporters that write a run to trajectory and state files as it goes."""
 
 from .files import atomic_write_bytes, save_figure, write_json
-from .reporters import ConsoleReporter, Reporter, StateDataReporter, TrajectoryReporter
+from .states import load_state, save_state
+from .reporters import CheckpointReporter, ConsoleReporter, Reporter, StateDataReporter, TrajectoryReporter
 
-__all__ = ["atomic_write_bytes", "save_figure", "write_json", "ConsoleReporter", "Reporter", "StateDataReporter", "TrajectoryReporter"]
+__all__ = ["atomic_write_bytes", "save_figure", "write_json", "CheckpointReporter", "ConsoleReporter", "Reporter", "save_state", "load_state", "StateDataReporter", "TrajectoryReporter"]

@@ -15,6 +15,7 @@ atomically after every chunk, so it can be watched during the run.
 * `TrajectoryReporter(path, every, topology=None)`: coordinates and box as DCD, XTC or PDB
   (by the suffix), written by mdtraj; read back by mdtraj, OpenMM and VMD.
 * `ConsoleReporter(total_steps, every)`: a progress bar and status lines (the `diffmd` command's).
+* `CheckpointReporter(path, every)`: the run's state, to continue it bit-identically.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Reporter:
 
     def report(self, records: dict, first_step: int, seconds: float) -> None:
         raise NotImplementedError
+
+    def after_chunk(self, state, steps_done: int, last: bool) -> None:
+        """Called with the state at the end of each chunk (a checkpoint's moment)."""
 
     def close(self, completed: bool) -> None:
         pass
@@ -165,6 +169,29 @@ class TrajectoryReporter(Reporter):
             os.replace(_partial(self.path), self.path)
 
 
+class CheckpointReporter(Reporter):
+    """The run's state (`diffmd.io.save_state`, pickle-free, atomic) at the first chunk end
+    after every `every` steps and at the end; `diffmd.io.load_state` reads it back and
+    `simulate(..., start=state)` continues the run bit-identically."""
+
+    def __init__(self, path, every: int):
+        self.path, self.every = Path(path), _check_every(every)
+        self._saved_at = 0
+
+    def loggers(self, system) -> dict:
+        return {}
+
+    def report(self, records, first_step, seconds):
+        pass
+
+    def after_chunk(self, state, steps_done, last):
+        from .states import save_state
+
+        if last or steps_done // self.every > self._saved_at // self.every:
+            save_state(self.path, state, {"steps_done": steps_done})
+            self._saved_at = steps_done
+
+
 class ConsoleReporter(Reporter):
     """A progress bar (tqdm) over `total_steps` and a status line every `every` steps: step,
     simulated time, potential energy, temperature and speed (ns/day)."""
@@ -259,9 +286,14 @@ def hand_out(reporters, logs: dict, first_step: int, seconds: float) -> dict:
     return {k: v for k, v in logs.items() if not k.startswith("_reporter")}
 
 
+def after_chunk(reporters, state, steps_done: int, last: bool) -> None:
+    for reporter in reporters:
+        reporter.after_chunk(state, steps_done, last)
+
+
 def close_reporters(reporters, completed: bool) -> None:
     for reporter in reporters:
         reporter.close(completed)
 
 
-__all__ = ["ConsoleReporter", "Reporter", "StateDataReporter", "TrajectoryReporter"]
+__all__ = ["CheckpointReporter", "ConsoleReporter", "Reporter", "StateDataReporter", "TrajectoryReporter"]

@@ -291,7 +291,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
             run to files as it goes, chunk by chunk (eager calls only; their records are not
             kept in the returned logs, so memory does not grow with the run).
     """
-    check_arguments(n_steps, integrator, key)
+    check_arguments(n_steps, integrator, key if key is not None or start is None else getattr(start, "key", None))
     if reporters:
         return _simulate_reported(system, integrator, int(n_steps), key, start, check, tuple(reporters))
     mode, segment = parse_grad_mode(grad_mode)
@@ -353,12 +353,14 @@ def _chunk_steps(system) -> int:
     return period * max(1, -(-EAGER_CHUNK_STEPS // period))
 
 
-def _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check, on_chunk=None) -> Trajectory:
+def _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check, on_chunk=None,
+                        on_state=None) -> Trajectory:
     """An eager run as consecutive `_run` calls of `chunk` steps, each continuing the last
     (same list, step counter and PRNG key; the results are those of one call). A chunk whose
     list overflowed is rerun alone with a grown capacity. Values need no derivative here, so
     every chunk is a plain scan whatever the grad_mode. `on_chunk(logs, first_step, seconds)`
-    takes each chunk's logs and returns those to keep."""
+    takes each chunk's logs and returns those to keep; `on_state(state, steps_done, last)` sees
+    the state after each chunk."""
     state, parts, done = start, [], 0
     while done < n_steps:
         steps = min(chunk, n_steps - done)
@@ -378,13 +380,15 @@ def _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk
             logs = on_chunk(logs, done, time.perf_counter() - began)
         parts.append(logs)
         state, done = trajectory.state, done + steps
+        if on_state is not None:
+            on_state(state, done, done >= n_steps)
     logs = jax.tree_util.tree_map(lambda *records: jnp.concatenate(records), *parts)
     return Trajectory(state, logs)
 
 
 def _simulate_reported(system, integrator, n_steps, key, start, check, reporters) -> Trajectory:
     """`simulate` with reporters: an eager run in chunks whose records go to the reporters."""
-    from ..io.reporters import close_reporters, hand_out, open_reporters
+    from ..io.reporters import after_chunk, close_reporters, hand_out, open_reporters
 
     if is_traced((system, integrator, key, start)) or _under_jit():
         raise TypeError("simulate: reporters write files as the run goes and need an eager call (not under "
@@ -396,7 +400,8 @@ def _simulate_reported(system, integrator, n_steps, key, start, check, reporters
         capacity = (start.neighbors.capacity if start is not None and start.neighbors is not None
                     and system.uses_neighbor_list() else _choose_capacity(system, moves_box(integrator)))
         trajectory = _simulate_in_chunks(reported, integrator, n_steps, key, capacity, start, _chunk_steps(reported),
-                                         check, lambda logs, first, seconds: hand_out(reporters, logs, first, seconds))
+                                         check, lambda logs, first, seconds: hand_out(reporters, logs, first, seconds),
+                                         lambda state, done, last: after_chunk(reporters, state, done, last))
         completed = True
         return trajectory
     finally:
