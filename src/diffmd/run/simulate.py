@@ -307,7 +307,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
     capacity = (start.neighbors.capacity if start is not None and start.neighbors is not None
                 and system.uses_neighbor_list() else _choose_capacity(system, moves_box(integrator)))
     traced = is_traced((system, integrator, key, start)) or _under_jit()
-    chunk = _chunk_steps(system)
+    chunk = _chunk_steps(system, integrator)
     if not traced and system.uses_neighbor_list() and n_steps > chunk:
         return _simulate_in_chunks(system, integrator, n_steps, key, capacity, start, chunk, check)
     for _ in range(MAX_REALLOCATIONS + 1):
@@ -343,9 +343,12 @@ def _under_jit() -> bool:
     return isinstance(jnp.zeros(()) + 0, jax.core.Tracer)
 
 
-def _chunk_steps(system) -> int:
-    """EAGER_CHUNK_STEPS rounded up to a multiple of every logger's and the finder's interval."""
+def _chunk_steps(system, integrator=None) -> int:
+    """EAGER_CHUNK_STEPS rounded up to a multiple of every logger's, the finder's and the
+    couplings' (a barostat's) interval: a run continued from a chunk's end then keeps every
+    schedule in step."""
     periods = [logger.every for logger in system.loggers.values()]
+    periods += [c.frequency for c in getattr(integrator, "coupling", ()) if getattr(c, "frequency", None)]
     every = getattr(system.neighbor_finder, "every", None)
     if every:
         periods.append(every)
@@ -399,7 +402,8 @@ def _simulate_reported(system, integrator, n_steps, key, start, check, reporters
         reported = eqx.tree_at(lambda s: s.loggers, system, {**system.loggers, **extra})
         capacity = (start.neighbors.capacity if start is not None and start.neighbors is not None
                     and system.uses_neighbor_list() else _choose_capacity(system, moves_box(integrator)))
-        trajectory = _simulate_in_chunks(reported, integrator, n_steps, key, capacity, start, _chunk_steps(reported),
+        chunk = _chunk_steps(reported, integrator)
+        trajectory = _simulate_in_chunks(reported, integrator, n_steps, key, capacity, start, chunk,
                                          check, lambda logs, first, seconds: hand_out(reporters, logs, first, seconds),
                                          lambda state, done, last: after_chunk(reporters, state, done, last))
         completed = True
