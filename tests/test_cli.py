@@ -41,6 +41,10 @@ def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, cap
     import zipfile
 
     assert "meta.json" in zipfile.ZipFile(tmp_path / "run.chk").namelist()
+    code = main(["simulate", str(structure), "--forcefield", "amber14-all.xml", "--steps", "50", "--out",
+                 str(tmp_path / "more.dcd"), "--report-every", "25", "--resume", str(tmp_path / "run.chk")])
+    assert code == 0 and "resuming from" in capsys.readouterr().out
+    assert mdtraj.load(str(tmp_path / "more.dcd"), top=str(structure)).n_frames == 2
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -3,7 +3,7 @@ installation.
 
     diffmd simulate STRUCTURE --forcefield FILE... --steps N --dt PS --temperature K
                     [--pressure BAR] [--minimize] --out TRAJ [--report-every N] [--state CSV]
-                    [--checkpoint FILE]
+                    [--checkpoint FILE] [--resume FILE]
     diffmd example NAME [ARGS...]
     diffmd info
 
@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", type=Path, default=None,
                      help="save the run's state here (every --report-every steps, at chunk ends, and at the end; "
                           "diffmd.io.load_state reads it)")
+    run.add_argument("--resume", type=Path, default=None,
+                     help="continue from a --checkpoint file of the same structure and settings (bit-identical)")
     run.add_argument("--nonbonded-method", default=None,
                      help="NoCutoff, CutoffNonPeriodic, CutoffPeriodic, Ewald or PME (default: PME with a box, else NoCutoff)")
     run.add_argument("--cutoff", type=float, default=1.0, help="nonbonded cutoff, nm (default 1.0)")
@@ -99,7 +101,7 @@ def _simulate(args) -> int:
     system = md.ForceField(*args.forcefield).create_system(structure, nonbonded_method=method,
                                                            nonbonded_cutoff=args.cutoff, constraints=constraints,
                                                            dtype=args.precision)
-    if args.minimize:
+    if args.minimize and args.resume is None:
         before = float(md.potential_energy(system))
         started = time.perf_counter()
         system = md.minimize(system)
@@ -116,6 +118,10 @@ def _simulate(args) -> int:
     system = eqx.tree_at(lambda s: s.velocities, system, velocities)
     coupling = () if args.pressure is None else md.MonteCarloBarostat(args.pressure, args.temperature)
     integrator = md.LangevinMiddle(args.dt, args.temperature, args.friction, coupling=coupling)
+    start = None
+    if args.resume is not None:
+        start, meta = md.io.load_state(args.resume, system, integrator)
+        print(f"diffmd: resuming from {args.resume} ({meta.get('steps_done', '?')} steps done)", flush=True)
     reporters = [md.io.TrajectoryReporter(args.out, args.report_every, topology=structure.topology),
                  ConsoleReporter(args.steps, args.report_every)]
     if args.state is not None:
@@ -123,7 +129,8 @@ def _simulate(args) -> int:
     if args.checkpoint is not None:
         reporters.append(md.io.CheckpointReporter(args.checkpoint, args.report_every))
     started = time.perf_counter()
-    run = md.simulate(system, integrator, args.steps, key=jax.random.PRNGKey(args.seed + 1), reporters=reporters)
+    run = md.simulate(system, integrator, args.steps, key=None if start is not None else jax.random.PRNGKey(args.seed + 1),
+                      start=start, reporters=reporters)
     seconds = time.perf_counter() - started
     print(f"diffmd: done: {args.steps} steps ({args.steps * args.dt:g} ps) in {seconds:.1f} s, "
           f"{args.steps * args.dt * 86400 / 1000 / seconds:.2f} ns/day including compilation; final potential "
