@@ -94,7 +94,7 @@ class StateDataReporter(Reporter):
         potential, kinetic = (np.asarray(records[k], np.float64) for k in ("potential", "kinetic"))
         temperature, volume = (np.asarray(records[k], np.float64) for k in ("temperature", "volume"))
         rows = len(potential)
-        speed = rows * self.every * self._dt / 1000 / max(seconds, 1e-12) * 86400 if rows else 0.0
+        speed = _ns_per_day(rows * self.every, self._dt, seconds)
         for k in range(rows):
             step = first_step + (k + 1) * self.every
             values = (step, step * self._dt, potential[k], kinetic[k], potential[k] + kinetic[k], temperature[k],
@@ -214,17 +214,22 @@ class ConsoleReporter(Reporter):
     def report(self, records, first_step, seconds):
         potential, temperature = np.asarray(records["potential"]), np.asarray(records["temperature"])
         steps = len(potential) * self.every
-        speed = steps * self._dt / 1000 / max(seconds, 1e-12) * 86400
+        speed = _ns_per_day(steps, self._dt, seconds)
         for k in range(len(potential)):
             step = first_step + (k + 1) * self.every
             self._bar.write(f"{step:>10d} {step * self._dt:>10.3f} {float(potential[k]):>14.2f} "
                             f"{float(temperature[k]):>8.1f} {speed:>8.2f}", file=self.stream)
-        self._bar.update(min(self.total - self._bar.n, max(steps, 0)) if steps else 0)
+        self._bar.update(min(steps, self.total - self._bar.n))
 
     def close(self, completed: bool) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _ns_per_day(steps: int, dt: float, seconds: float) -> float:
+    """Simulated ns per wall-clock day for `steps` of `dt` ps taking `seconds`."""
+    return steps * dt / 1000 / max(seconds, 1e-12) * 86400
 
 
 def _box_sides(boundary, n_dims):
