@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# Create .venv with the best available Python and install diffmd with its test extras.
+# Create .venv with the best available Python and install diffmd.
+#
+#   bash scripts/setup.sh          what the examples need (the core: jax, equinox, optax,
+#                                  matplotlib, and the ziglang C++ toolchain for the kernels)
+#   bash scripts/setup.sh test     the test command's extras too (openmm, mdtraj, ase, jax-md,
+#                                  pytest): the references the tests compare with
+#   bash scripts/setup.sh docs     the docs site's tools (mkdocs-material, mkdocstrings)
 #
 # Interpreter choice: Python 3.12 (tested; gets jax 0.12) > 3.13 > any python3 >= 3.10.
 # Python 3.11's newest jax is 0.10.2, which miscompiles on CPU (jax-ml/jax#39103); the
@@ -7,6 +13,13 @@
 # Override with PYTHON=/path/to/python. Re-running is cheap: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  "") target="." ;;
+  test) target=".[test]" ;;
+  docs) target=".[docs]" ;;
+  all) target=".[test,docs]" ;;
+  *) echo "setup.sh: unknown argument '$1' (expected nothing, test, docs or all)" >&2; exit 2 ;;
+esac
 
 works() { "$@" -c 'import sys, venv; assert sys.version_info >= (3, 10)' >/dev/null 2>&1; }
 
@@ -40,7 +53,7 @@ if [ "$minor" -ge 12 ]; then
 else
   echo "setup.sh: warning: Python 3.$minor gets an older jax than the tested 0.12; prefer 3.12" >&2
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check "${constraints[@]}" -e ".[test]" 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "${constraints[@]}" -e "$target" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
 .venv/bin/python - <<'PY'
 import platform, diffmd, jax

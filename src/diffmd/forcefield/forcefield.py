@@ -20,6 +20,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from .._optional import require
 from .binding import ForceFieldBinding
 from .openmm_system import TERM_ROWS, constraints_of, from_openmm, term_rows
 from .parameters import ParameterTables, decode, tagged
@@ -41,7 +42,7 @@ class ForceField:
     """
 
     def __init__(self, *files):
-        from openmm import app
+        app = require("openmm.app", "ForceField (OpenMM force-field XML files)")
 
         if not files:
             raise ValueError("ForceField: give at least one force-field XML file")

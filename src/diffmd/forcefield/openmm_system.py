@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._optional import require
 from ..atoms import Atoms
 from ..dynamics.constraints import FixedAtoms
 from ..dynamics.distance_constraints import DistanceConstraints
@@ -44,7 +45,7 @@ def from_openmm(openmm_system, positions, box_vectors=None, *, velocities=None, 
         A System with OpenMM's atom order, whose terms each carry the class name of the OpenMM
         force they reproduce (`diffmd.energy_terms` groups energies by it).
     """
-    import openmm
+    openmm = require("openmm", "from_openmm")
 
     n = openmm_system.getNumParticles()
     coords = as_jax(in_nm(positions), dtype)

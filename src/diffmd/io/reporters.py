@@ -26,6 +26,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from .._optional import require
 from ..loggers import (CoordinatesLogger, KineticEnergyLogger, ObservableLogger, PotentialEnergyLogger,
                        TemperatureLogger, VolumeLogger)
 from .files import atomic_write_bytes
@@ -238,11 +239,7 @@ def _box_sides(boundary, n_dims):
 
 
 def _mdtraj_formats():
-    try:
-        import mdtraj.formats
-    except ImportError:
-        raise ImportError("TrajectoryReporter writes through mdtraj: pip install mdtraj (or diffmd[io])") from None
-    return mdtraj.formats
+    return require("mdtraj.formats", "TrajectoryReporter (DCD, XTC and PDB files)")
 
 
 def _mdtraj_topology(topology, system):
