@@ -62,3 +62,31 @@ def test_info_and_the_installed_script(capsys):
     script = os.path.join(os.path.dirname(sys.executable), "diffmd")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
     assert "simulate" in result.stdout and "example" in result.stdout and "info" in result.stdout
+
+
+def test_plot_and_animate_commands(tmp_path, capsys):
+    state = tmp_path / "state.csv"
+    state.write_text("step,time_ps,potential_energy,kinetic_energy,total_energy,temperature,volume,speed_ns_per_day\n"
+                     "10,0.02,-100,50,-50,300,27.0,12\n20,0.04,-101,51,-50,301,27.1,12\n")
+    assert main(["plot", str(state), "--out", str(tmp_path / "state.png")]) == 0
+    assert (tmp_path / "state.png").stat().st_size > 0 and "wrote" in capsys.readouterr().out
+    topology = mdtraj.Topology()
+    residue = topology.add_residue("HOH", topology.add_chain())
+    atoms = [topology.add_atom(name, mdtraj.element.get_by_symbol(name[0]), residue) for name in ("O", "H1", "H2")]
+    topology.add_bond(atoms[0], atoms[1])
+    topology.add_bond(atoms[0], atoms[2])
+    water = np.array([[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]], np.float32)
+    frames = water + np.array([0.98, 0.5, 0.5], np.float32) + np.linspace(0, 0.05, 3, dtype=np.float32)[:, None, None]
+    mdtraj.Trajectory(frames, topology, unitcell_lengths=np.full((3, 3), 1.0),
+                      unitcell_angles=np.full((3, 3), 90.0)).save_pdb(str(tmp_path / "water.pdb"))
+    assert main(["animate", str(tmp_path / "water.pdb"), "--out", str(tmp_path / "water.gif")]) == 0
+    assert "3 frames, 3 atoms" in capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(tmp_path / "water.gif") as image:
+        assert image.n_frames == 3
+    assert main(["plot", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.png")]) == 1
+    assert main(["animate", str(tmp_path / "water.pdb"), "--out", str(tmp_path / "water.avi")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"diffmd: error: no such state CSV: {tmp_path / 'missing.csv'}",
+        "diffmd: error: animate: water.avi: unknown suffix '.avi'; use .gif or .mp4"]

@@ -1,9 +1,11 @@
-"""The `diffmd` command: run a structure from the shell, run a bundled example, describe the
-installation.
+"""The `diffmd` command: run a structure from the shell, plot its state CSV, animate a
+trajectory, run a bundled example, describe the installation.
 
     diffmd simulate STRUCTURE --forcefield FILE... --steps N --dt PS --temperature K
                     [--pressure BAR] [--minimize] --out TRAJ [--report-every N] [--state CSV]
                     [--checkpoint FILE] [--resume FILE]
+    diffmd plot STATE.csv --out FILE.png [--units reduced]
+    diffmd animate TRAJ [--top TOP] --out FILE.gif [--stride N] [--fps N]
     diffmd example NAME [ARGS...]
     diffmd info
 
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ._optional import require
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -54,6 +58,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("float32", "float64"), default="float32")
     run.add_argument("--seed", type=int, default=0, help="seed of the velocities and the Langevin noise")
 
+    plot = commands.add_parser("plot", help="plot a state CSV: energies, temperature, volume against time",
+                               description="Draw the CSV of `simulate --state` (StateDataReporter) as stacked "
+                                           "panels: energies, temperature, and the volume when it varies.")
+    plot.add_argument("state", type=Path, help="state CSV")
+    plot.add_argument("--out", type=Path, required=True, help="picture: .png, .pdf or .svg")
+    plot.add_argument("--units", choices=("openmm", "reduced"), default="openmm",
+                      help="names of the units on the axes (default openmm: ps, kJ/mol, K, nm³)")
+
+    animate = commands.add_parser("animate", help="animate a trajectory file (mdtraj) as a GIF or MP4",
+                                  description="Atoms as dots, bonds from the topology as lines, the first frame's "
+                                              "unit cell as the box.")
+    animate.add_argument("trajectory", type=Path, help="trajectory file mdtraj reads (.dcd, .xtc, .pdb, ...)")
+    animate.add_argument("--top", type=Path, default=None, help="topology (e.g. the PDB the run started from)")
+    animate.add_argument("--out", type=Path, required=True, help=".gif, or .mp4 where ffmpeg is installed")
+    animate.add_argument("--stride", type=int, default=1, help="draw every N-th frame (default 1)")
+    animate.add_argument("--fps", type=int, default=15, help="frames per second (default 15)")
+
     example = commands.add_parser("example", help="run a bundled example (examples/NAME.py)")
     example.add_argument("name", help="e.g. lj_sigma, triatomic_angle, nn_bond, protein_in_water")
     example.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the example")
@@ -65,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"simulate": _simulate, "example": _example, "info": _info}[args.command](args)
+        return {"simulate": _simulate, "plot": _plot, "animate": _animate, "example": _example,
+                "info": _info}[args.command](args)
     except KeyboardInterrupt:
         print("diffmd: interrupted", file=sys.stderr)
         return 130
@@ -85,7 +107,7 @@ def _simulate(args) -> int:
 
     if args.precision == "float64":
         jax.config.update("jax_enable_x64", True)
-    from openmm import app
+    app = require("openmm.app", "diffmd simulate")
 
     import diffmd as md
 
@@ -137,6 +159,39 @@ def _simulate(args) -> int:
           f"energy {float(run.state.potential_energy):.1f} kJ/mol; trajectory {args.out}"
           + (f", state {args.state}" if args.state else "")
           + (f", checkpoint {args.checkpoint}" if args.checkpoint else ""), flush=True)
+    return 0
+
+
+def _plot(args) -> int:
+    from .plot import plot_state_csv
+    from .units import OPENMM_UNITS, REDUCED_UNITS
+
+    if not args.state.exists():
+        raise FileNotFoundError(f"no such state CSV: {args.state}")
+    units = {"openmm": OPENMM_UNITS, "reduced": REDUCED_UNITS}[args.units]
+    print(f"diffmd: wrote {plot_state_csv(args.state, args.out, units=units)}")
+    return 0
+
+
+def _animate(args) -> int:
+    if args.stride < 1 or args.fps < 1:
+        raise ValueError("--stride and --fps must be positive")
+    for path in (args.trajectory, args.top):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"no such file: {path}")
+    mdtraj = require("mdtraj", "diffmd animate")
+
+    from .animation import animate
+
+    trajectory = mdtraj.load(str(args.trajectory), top=None if args.top is None else str(args.top), stride=args.stride)
+    bonds = [(a.index, b.index) for a, b in trajectory.topology.bonds]
+    cell = trajectory.unitcell_lengths
+    box = cell[0] if cell is not None and (cell[0] > 0).all() else None  # files without a cell store zeros
+    size = min(40.0, max(2.0, 2000.0 / trajectory.n_atoms))  # dots shrink as atoms crowd the picture
+    out = animate(trajectory.xyz, args.out, box=box, bonds=bonds, size=size, fps=args.fps,
+                  title=args.trajectory.name,  # frame numbers: not every format stores times
+                  captions=[f"frame {k * args.stride}" for k in range(trajectory.n_frames)])
+    print(f"diffmd: wrote {out} ({trajectory.n_frames} frames, {trajectory.n_atoms} atoms, nm)")
     return 0
 
 

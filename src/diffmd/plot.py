@@ -1,7 +1,10 @@
-"""Plots used by the examples (matplotlib, headless). Each function writes a file atomically
+"""Plots used by the examples and `diffmd plot` (matplotlib, headless). Each function writes a file atomically
 and returns its path."""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import matplotlib
 
@@ -11,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from .io import save_figure  # noqa: E402
 from .observables import rdf_histogram  # noqa: E402
+from .units import OPENMM_UNITS, UnitSystem  # noqa: E402
 
 
 def plot_rdf(coords, boundary, path, r_max: float, target: float | None = None, n_bins: int = 60,
@@ -69,6 +73,50 @@ def plot_atoms(frames: dict, path, bonds=(), box=None, title: str = ""):
         ax.set_title(label)
     if title:
         fig.suptitle(title)
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+STATE_COLUMNS = ("time_ps", "potential_energy", "kinetic_energy", "total_energy", "temperature", "volume")
+
+
+def plot_state_csv(csv_path, path, units: UnitSystem = OPENMM_UNITS, title: str | None = None):
+    """Energies, temperature and (when it changes) the box volume against time, from the CSV of
+    `diffmd.io.StateDataReporter`, as stacked panels sharing the time axis.
+
+    The CSV holds the System's units; `units` only names them on the axes (OPENMM_UNITS:
+    ps, kJ/mol, K, nm³; pass REDUCED_UNITS for a reduced-units run).
+    """
+    csv_path = Path(csv_path)
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None:
+            raise ValueError(f"{csv_path}: empty file, not a state CSV")
+        missing = [c for c in STATE_COLUMNS if c not in reader.fieldnames]
+        if missing:
+            raise ValueError(f"{csv_path}: not a state CSV: no column {', '.join(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{csv_path}: the state CSV has a header but no rows yet")
+    data = {c: np.array([float(r[c]) for r in rows]) for c in STATE_COLUMNS}
+    volume = data["volume"]
+    show_volume = bool(np.isfinite(volume).all() and np.ptp(volume) > 0)
+    fig, axes = plt.subplots(2 + show_volume, 1, figsize=(6, 2.2 * (2 + show_volume) + 0.6), sharex=True,
+                             layout="constrained")
+    time = data["time_ps"]
+    for column, label in (("potential_energy", "potential"), ("kinetic_energy", "kinetic"), ("total_energy", "total")):
+        axes[0].plot(time, data[column], label=label)
+    axes[0].set_ylabel(f"energy ({units.energy})")
+    axes[0].legend(loc="best", fontsize="small")
+    axes[1].plot(time, data["temperature"], color="tab:red")
+    axes[1].set_ylabel(f"temperature ({units.temperature})")
+    if show_volume:
+        axes[2].plot(time, volume, color="tab:green")
+        axes[2].set_ylabel(f"volume ({units.length}³)")
+    axes[-1].set_xlabel(f"time ({units.time})")
+    fig.suptitle(title or csv_path.name)
+    fig.align_ylabels(axes)
     out = save_figure(fig, path)
     plt.close(fig)
     return out
