@@ -10,6 +10,7 @@ Packages: `space` (boundaries, geometry), `forces` (the terms of the energy, one
 """
 
 from . import io  # reporters and atomic files: md.io.StateDataReporter, …
+from . import interop  # ASE atoms in and out, an ASE calculator: md.interop.from_ase, … (ASE loaded on first use)
 from .atoms import Atoms
 from .dynamics import (AndersenThermostat, BerendsenThermostat, Brownian, BussiThermostat, Constraints, Coupling, DistanceConstraints, FixedAtoms, ForceEval,
                        FrictionThermostat, Integrator, LangevinMiddle, LeapfrogVerlet, MDState, NoseHooverChain, NoseHooverState, MonteCarloBarostat, MonteCarloState, NoConstraints, StepContext,
