@@ -49,6 +49,9 @@ def test_forward_mode_equals_reverse_and_keeps_logs(reverse_value_and_grad):
     value, tangent = jax.jit(lambda s: jax.jvp(lambda x: _loss(x, "forward"), (s,), (1.0,)))(1.0)
     np.testing.assert_allclose(value, reverse_value_and_grad[0], rtol=1e-12)
     np.testing.assert_allclose(tangent, reverse_value_and_grad[1], rtol=1e-6)
+    # jax.jacfwd is a vmap over tangents: the compiled JVP kernel's primal outputs stay unbatched
+    jacobian = jax.jit(jax.jacfwd(lambda s: _loss(s[0], "forward")))(jnp.ones(1))
+    np.testing.assert_allclose(jacobian, [reverse_value_and_grad[1]], rtol=1e-6)
     logs = md.simulate(_system(1.0), md.VelocityVerlet(0.005), N_STEPS, grad_mode="forward").logs
     reference = md.simulate(_system(1.0), md.VelocityVerlet(0.005), N_STEPS).logs
     for name in reference:

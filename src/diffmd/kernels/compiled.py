@@ -50,10 +50,32 @@ def forward(kernel: Kernel, x, params, globals_, idx, sides):
 
 def _jvp(kernel: Kernel, primals, tangents):
     """(E, F, Ė, Ḟ) in one pass of the compiled JVP kernel."""
-    x = primals[0]
-    scalar, vector = jax.ShapeDtypeStruct((), x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype)
-    tangents = [jnp.asarray(t, x.dtype) for t in tangents]
-    return _call("jvp", kernel, (scalar, vector, scalar, vector), *primals, *tangents)
+    tangents = [jnp.asarray(t, primals[0].dtype) for t in tangents]
+    return _jvp_call(kernel)(*primals, *tangents)
+
+
+@functools.cache
+def _jvp_call(kernel: Kernel):
+    """The JVP kernel's call, batched one element at a time. Under `jax.jacfwd` (a vmap over
+    tangents only) its primal outputs must stay unbatched, which a plain sequential FFI call
+    cannot say: they are taken from the first element."""
+
+    def call(x, *args):
+        scalar, vector = jax.ShapeDtypeStruct((), x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return _call("jvp", kernel, (scalar, vector, scalar, vector), x, *args)
+
+    batched_call = jax.custom_batching.custom_vmap(call)
+
+    @batched_call.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched)]
+        energy, forces, energy_dot, forces_dot = jax.lax.map(lambda a: batched_call(*a), args)
+        primals_batched = any(in_batched[:5])
+        if not primals_batched:
+            energy, forces = energy[0], forces[0]
+        return (energy, forces, energy_dot, forces_dot), (primals_batched, primals_batched, True, True)
+
+    return batched_call
 
 
 def _vjp(kernel: Kernel, primals, cotangents):
