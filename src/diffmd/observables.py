@@ -71,6 +71,7 @@ def _shell_area(r: Array, n_dims: int) -> Array:
     return 2.0 * jnp.pi * r if n_dims == 2 else 4.0 * jnp.pi * r**2
 
 
+@jax.jit  # eagerly, its many small operations would each dispatch: 4× slower
 def rdf(coords: Array, boundary, r: Array, width: float) -> Array:
     """Smooth radial distribution function g(r) at the distances `r` (R,).
 

@@ -103,8 +103,9 @@ def train(loss_fn: Callable, params, optimizer: optax.GradientTransformation, n_
     """
     if clip_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
-    # Python floats become arrays so that they train too (e.g. a scalar σ).
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, float) else x, params)
+    # Python floats become arrays so that they train too (e.g. a scalar σ); strongly typed, or
+    # the first update (which returns a strong type) would compile the step a second time.
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=float) if isinstance(x, float) else x, params)
     params_array, params_static = eqx.partition(params, eqx.is_inexact_array)
     opt_state = optimizer.init(params_array)
     history: list = []
