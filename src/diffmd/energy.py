@@ -83,12 +83,14 @@ def energy_and_forces(system, coords: Array | None = None, neighbors: NeighborLi
     they are summed over all pairs (the same energy, since each applies its cutoff).
 
     `derivatives` picks the pair kernels for the derivatives that will be taken of the result:
-      * "any" (default): the pure-JAX kernel under plain autodiff; every transformation, to
-        any order.
-      * "reverse": the compiled kernels with their reverse pass (or the pure-JAX kernel with its
-        gather-only reverse pass where no compiler exists); for jax.grad / jax.vjp only.
-      * "forward": the compiled kernel computes forces and their tangents in one pass; for
-        jax.jvp / jax.jacfwd only.
+
+    * "any" (default): the pure-JAX kernel under plain autodiff; every transformation, to
+      any order.
+    * "reverse": the compiled kernels with their reverse pass (or the pure-JAX kernel with its
+      gather-only reverse pass where no compiler exists); for jax.grad / jax.vjp only.
+    * "forward": the compiled kernel computes forces and their tangents in one pass; for
+      jax.jvp / jax.jacfwd only.
+
     Values are the same in every case.
     """
     if derivatives not in DERIVATIVES:

@@ -31,6 +31,7 @@ class Logger(eqx.Module):
             raise ValueError(f"{type(self).__name__}: every must be a positive integer, got {self.every!r}")
 
     def observe(self, state, system) -> Array:
+        """The value recorded for `state` (an MDState of `system`): an array of fixed shape."""
         raise NotImplementedError
 
 

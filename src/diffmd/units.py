@@ -51,6 +51,7 @@ OPENMM_UNITS = UnitSystem(
     charge="e",
     energy_density_per_bar=0.0602214076,  # 1e5 Pa × 1e-27 m³/nm³ × N_A / 1000 J/kJ
 )
+"""OpenMM's units: nm, ps, amu, kJ/mol, K, e; k_B = 0.008314462618 kJ/(mol K)."""
 
 REDUCED_UNITS = UnitSystem(
     name="reduced",
@@ -63,3 +64,4 @@ REDUCED_UNITS = UnitSystem(
     temperature="ε/k_B",
     charge="q",
 )
+"""Reduced (Lennard-Jones) units: lengths in σ, energies in ε, k_B = 1, Coulomb constant 1."""

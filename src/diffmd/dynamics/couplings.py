@@ -19,6 +19,8 @@ class Coupling(eqx.Module):
     needs_key = False
 
     def apply(self, velocities, system, dt, key):
+        """The velocities (N, D) after this coupling acts once, `dt` after the last time;
+        `key` is a PRNG key when `needs_key` is True (else None)."""
         raise NotImplementedError
 
 

@@ -114,3 +114,4 @@ class SwitchedCutoff(_RadialCutoff):
 
 
 Cutoff = NoCutoff | PlainCutoff | ShiftedPotentialCutoff | ShiftedForceCutoff | SwitchedCutoff
+"""Any cutoff a pair potential takes."""

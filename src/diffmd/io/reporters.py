@@ -39,19 +39,22 @@ class Reporter:
     every: int = 1
 
     def loggers(self, system) -> dict:
+        """The loggers (name → Logger) whose records this reporter writes."""
         raise NotImplementedError
 
     def open(self, system, dt: float) -> None:
-        pass
+        """Called once before the run, with the System and the time step (ps)."""
 
     def report(self, records: dict, first_step: int, seconds: float) -> None:
+        """Write one chunk's records (name → stacked array), the first of them taken at
+        step `first_step`; `seconds` is the chunk's wall time."""
         raise NotImplementedError
 
     def after_chunk(self, state, steps_done: int, last: bool) -> None:
         """Called with the state at the end of each chunk (a checkpoint's moment)."""
 
     def close(self, completed: bool) -> None:
-        pass
+        """Called once after the run; `completed` is False when it failed (keep earlier files)."""
 
 
 def _check_every(every) -> int:

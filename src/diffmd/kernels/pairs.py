@@ -30,6 +30,7 @@ from . import build, codegen, compiled
 from .rows import row_kernel
 
 DERIVATIVES = ("any", "reverse", "forward")
+"""The values of `derivatives`: which derivatives will be taken of a pair kernel's result."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ def _is_float(leaf) -> bool:
 
 
 def fuse(terms, atoms, dtype) -> Fused:
+    """One pair function for all `terms` that share rows: V(r) and s = −(dV/dr)/r summed over the
+    terms, with every term's per-atom parameters gathered from `atoms` as `dtype` arrays."""
     arrays: list = []
     slots = []
     for term in terms:

@@ -13,6 +13,7 @@ from .._static import StaticArray
 from .compaction import compact_rows
 
 MAX_ALL_PAIRS_ATOMS = 4096
+"""The most atoms an all-pairs build handles (its N × N distance matrix); use cell lists above."""
 
 
 def all_pairs_rows(coords, boundary, cutoff, excluded: np.ndarray, slots: int):

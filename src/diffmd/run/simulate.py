@@ -271,6 +271,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
             given, replaces the state's PRNG key.
         grad_mode: how gradients through the run are obtained; values and gradients are the
             same in every mode, only cost and memory differ:
+
             * "reverse" — for jax.grad: a plain scan storing each step's state (memory ∝ T;
               without its neighbor rows). Fastest for short runs.
             * "checkpointed" or `Checkpointed(segment_length)` — for jax.grad with memory
@@ -278,6 +279,7 @@ def simulate(system, integrator, n_steps: int, *, key=None, start: MDState | Non
               and each segment is recomputed once in the backward pass.
             * "forward" — for jax.jvp / jax.jacfwd: a `while_loop` whose memory does not grow
               with T, with forces and their tangents computed in one pass.
+
             A transformation the mode cannot serve (jax.jvp of a reverse mode, jax.grad of
             "forward") raises an error naming the mode to use.
         truncate: truncated backpropagation, `Truncate(window=w)` and/or `Truncate(last=k)`.

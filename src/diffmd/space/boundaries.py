@@ -122,6 +122,7 @@ def CubicBoundary(side, n_dims: int = 3) -> RectangularBoundary:
 
 
 Boundary = NoBoundary | RectangularBoundary
+"""Any boundary: open space or a periodic orthorhombic box."""
 
 
 def vector(a: Array, b: Array, boundary: Boundary) -> Array:
