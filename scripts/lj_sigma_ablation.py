@@ -1,5 +1,6 @@
 """Which stabilisers does examples/lj_sigma.py need? Train with each set on seeds 0..6 and
 count how many land in the acceptance window [0.43, 0.48] (σ averaged over the last 5 epochs).
+The training is scripts/lj_sigma_study.py's (the example's, with each choice a setting).
 
     .venv/bin/python scripts/lj_sigma_ablation.py                       # every set (~30 min on 2 cores)
     .venv/bin/python scripts/lj_sigma_ablation.py --sets cap cap+starts4 --seeds 0 1 2
@@ -13,23 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
-from diffmd.io import atomic_write_bytes
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("lj_sigma", ROOT / "examples" / "lj_sigma.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lj_sigma"] = module
-    spec.loader.exec_module(module)
-    return module
+import lj_sigma_study as study
+from diffmd.io import atomic_write_bytes, write_json
 
 
 # name → Config overrides of the bare reference (BASE: no cap, uniform starts, one start per
@@ -78,31 +68,22 @@ def main(argv=None):
     p.add_argument("--out", default="results/lj_sigma_ablation/ablation.json")
     p.add_argument("--redo", action="store_true", help="rerun sets already in the output file")
     args = p.parse_args(argv)
-    lj = load_example()
     out = Path(args.out)
     results = json.loads(out.read_text())["sets"] if out.exists() else {}
     for name in args.sets:
         if (name in results and not args.redo and results[name]["seed_list"] == args.seeds
                 and results[name]["config"].get("learning_rate") == args.lr):
             continue
-        cfg = dataclasses.replace(lj.Config(n_epochs=args.epochs, n_steps=args.steps, learning_rate=args.lr),
+        cfg = dataclasses.replace(study.Config(n_epochs=args.epochs, n_steps=args.steps, learning_rate=args.lr),
                                   **{**BASE, **SETS[name]})
+        print(f"{name}:", flush=True)
         t0 = time.perf_counter()
-        rows = []
-        for seed in args.seeds:
-            t1 = time.perf_counter()
-            r = lj.train(cfg, seed, verbose=False)
-            rows.append({"seed": seed, "sigma": r["sigma"], "in_window": r["in_window"],
-                         "blew_up_at_epoch": r["blew_up_at_epoch"], "seconds": time.perf_counter() - t1,
-                         "sigma_history": r["history"]["sigma"], "grad_history": r["history"]["grad"]})
-            print(f"{name:28s} seed {seed}: σ {r['sigma']:.4f} {'in' if r['in_window'] else 'OUT'}"
-                  f"{'' if r['blew_up_at_epoch'] is None else ' blew up at epoch %d' % r['blew_up_at_epoch']}"
-                  f" ({rows[-1]['seconds']:.0f} s)", flush=True)
-        results[name] = {"config": dataclasses.asdict(cfg), "seed_list": args.seeds, "seeds": rows,
-                         "n_in_window": sum(row["in_window"] for row in rows), "n_seeds": len(rows),
+        report = study.run_seeds(cfg, args.seeds)
+        results[name] = {"config": report["config"], "seed_list": args.seeds, "seeds": report["seeds"],
+                         "n_in_window": report["n_in_window"], "n_seeds": report["n_seeds"],
                          "seconds": time.perf_counter() - t0}
-        lj.write_json(out, {"window": lj.ACCEPT, "sets": results})
-    table = markdown({k: results[k] for k in SETS if k in results}, lj.ACCEPT)
+        write_json(out, {"window": study.WINDOW, "sets": results})
+    table = markdown({k: results[k] for k in SETS if k in results}, study.WINDOW)
     print(table)
     atomic_write_bytes(out.with_suffix(".md"), (table + "\n").encode())
     return results

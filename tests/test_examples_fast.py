@@ -40,8 +40,6 @@ def test_triatomic_angle_runs_and_writes_outputs(tmp_path, capsys):
     assert 107.0 < written["theta_deg"] < 109.5
     assert written["scan"]["theta_deg"] == [30.0, 60.0, 90.0, 120.0, 150.0, 180.0]
     assert 90.0 < written["sign_change_deg"] < 120.0
-    check = written["gradient_check"]
-    assert check["rel_diff_fd"] < 1e-6 and check["rel_diff_forward"] < 1e-9
     for name in ("gradient_vs_theta.png", "loss_curve.png", "molecules.png"):
         assert (tmp_path / name).stat().st_size > 1000
 
@@ -85,6 +83,8 @@ def test_nn_bond_seeds_writes_distribution(tmp_path):
     assert [row["seed"] for row in written["seeds"]] == [0, 1]
     assert written["stats"]["n_seeds"] == 2
     assert result["stats"]["mean_distance_min"] <= result["stats"]["mean_distance_max"]
+    row = written["seeds"][0]
+    assert row["mean_distance_at_double_steps"] > 0 and len(row["network_output_0.4_to_1.2"]) == 2
     assert (tmp_path / "summary.json").exists()
 
 
