@@ -66,6 +66,14 @@ def test_errors_name_the_problem(tmp_path, frames, kwargs, error, match):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not manimation.writers.is_available("ffmpeg"), reason="no ffmpeg on this machine")
+def test_an_mp4_where_ffmpeg_exists(tmp_path):
+    out = animate(_walk(5, 6, 3), tmp_path / "walk.mp4", box=2.0, bonds=[(0, 1)])
+    data = out.read_bytes()
+    assert data[4:8] == b"ftyp" and len(data) > 1000  # an ISO media file
+    assert [p.name for p in tmp_path.iterdir()] == ["walk.mp4"]
+
+
 def test_mp4_without_ffmpeg_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(manimation.writers, "is_available", lambda name: False)
     with pytest.raises(RuntimeError, match=r"needs ffmpeg.*\.gif"):

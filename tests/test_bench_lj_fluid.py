@@ -128,6 +128,7 @@ def test_jaxmd_record_and_its_different_switch(start):
     assert abs(expected) > 10e-3
 
 
+@pytest.mark.slow  # ~10 s; the default suite keeps its 7-minute budget
 def test_driver_writes_json_and_table(start, tmp_path, capsys):
     _, path = start
     out = tmp_path / "lj.json"

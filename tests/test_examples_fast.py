@@ -77,6 +77,7 @@ def test_nn_bond_runs_and_writes_outputs(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~6-9 s; the default suite keeps its 7-minute budget
 def test_nn_bond_seeds_writes_distribution(tmp_path):
     result = nn_bond_seeds.main(["--seeds", "2", "--epochs", "1", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "seeds.json").read_text())

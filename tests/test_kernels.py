@@ -800,7 +800,7 @@ class _WithSort(md.PairwiseInteraction):
 @needs_native
 @pytest.mark.parametrize("term, named, reverse", [
     (_WithWhileLoop(), "while", False), (_WithForLoop(), "scan", True), pytest.param(_WithErfInv(), "erf_inv", True, marks=pytest.mark.slow),
-    (_WithSort(), "sort|non-scalar", True),
+    pytest.param(_WithSort(), "sort|non-scalar", True, marks=pytest.mark.slow),  # ~6 s; the scan case stays default
 ], ids=lambda v: type(v).__name__ if isinstance(v, md.PairwiseInteraction) else None)
 def test_unsupported_pair_function_falls_back_to_pure_jax(monkeypatch, term, named, reverse):
     """A pair function with a primitive the translation does not cover runs on the pure-JAX
