@@ -7,8 +7,6 @@ periodic box as an outline, written to a GIF (Pillow) or an MP4 (ffmpeg) atomica
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +20,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Line3DCollection  # noqa: E402
 
-from .io.files import _umask  # noqa: E402
+from .io.files import atomic_path  # noqa: E402
 
 FIGSIZE, DPI = 4.8, 100  # inches, dots per inch: a 480 × 480 pixel animation
 
@@ -68,12 +66,9 @@ def animate(frames, path, *, box=None, bonds=(), colors=None, size=40.0, fps=15,
     n_dims = coords.shape[2]
     fig, ax = _axes(coords, box, title)
     caption = fig.text(0.5, 0.925, "", ha="center", va="top", fontsize=9, color="0.3")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The writers pick the format from the name, so the temporary file keeps the suffix.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
     try:
-        with writer.saving(fig, tmp, DPI):
+        # The writers pick the format from the name, so the temporary file keeps the suffix.
+        with atomic_path(path, suffix) as tmp, writer.saving(fig, tmp, DPI):
             for t, frame in enumerate(coords):
                 drawn = _draw(ax, frame, box, bonds, colors, size, n_dims)
                 if captions is not None:
@@ -81,12 +76,6 @@ def animate(frames, path, *, box=None, bonds=(), colors=None, size=40.0, fps=15,
                 writer.grab_frame()
                 for artist in drawn:
                     artist.remove()
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
     return path

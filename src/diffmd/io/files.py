@@ -5,6 +5,7 @@ A crash or Ctrl-C mid-write leaves the previous file intact, never a truncated o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,23 +21,32 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (parent directories are created)."""
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ".tmp"):
+    """A temporary file's name beside `path` to write to; renamed onto `path` when the block
+    completes, removed if it fails (parent directories are created). The suffix is the
+    temporary's (writers that pick a format from the name need the real one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parent directories are created)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
 
 
 def _to_builtin(value):
