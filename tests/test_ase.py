@@ -25,7 +25,6 @@ from diffmd.interop.ase import (ANGSTROM_PER_NM, ASE_VELOCITY_PER_NM_PER_PS, KJ_
                                 DiffmdCalculator, from_ase, to_ase)
 
 jax.config.update("jax_enable_x64", True)
-pytestmark = pytest.mark.filterwarnings("ignore:Setting the shape on a NumPy array:DeprecationWarning")  # ASE on numpy 2.5
 EV = ase.units.kJ / ase.units.mol  # 1 kJ/mol in eV, ASE's CODATA (2014: 8e-9 from ours, 2018)
 SIGMA, EPSILON = 0.34, 0.996  # argon, nm and kJ/mol
 

@@ -84,6 +84,7 @@ def fluid(finder, n=256, seed=0):
     return lj_fluid(jnp.asarray(coords), velocities, md.CubicBoundary(side), finder, rc=1.5)
 
 
+@pytest.mark.slow  # ~11 s; the rows are compared with the distance finder's in the default suite
 def test_simulation_and_derivatives_equal_the_distance_finder():
     """Values, jax.grad (reverse, checkpointed) and jax.jvp (forward mode) through a run with a
     cell list equal those with the all-pairs finder (same pairs, same arithmetic)."""

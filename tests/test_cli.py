@@ -18,16 +18,26 @@ from test_openmm_systems import app, unit
 mdtraj = pytest.importorskip("mdtraj")
 
 
-def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, capsys):
+def _peptide_pdb(tmp_path):
     topology, positions = alanine_dipeptide()
     structure = tmp_path / "peptide.pdb"
     with open(structure, "w") as handle:
         app.PDBFile.writeFile(topology, np.asarray(positions) * unit.nanometer, handle)  # (plain numbers would be Å)
+    return topology, structure
+
+
+def _simulate_100_steps(tmp_path, structure):
     out, state = tmp_path / "run.xtc", tmp_path / "state.csv"
     code = main(["simulate", str(structure), "--forcefield", "amber14-all.xml", "--steps", "100", "--dt", "0.002",
                  "--temperature", "300", "--out", str(out), "--report-every", "25", "--state", str(state),
                  "--checkpoint", str(tmp_path / "run.chk")])
     assert code == 0
+    return out, state
+
+
+def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, capsys):
+    topology, structure = _peptide_pdb(tmp_path)
+    out, state = _simulate_100_steps(tmp_path, structure)
     printed = capsys.readouterr()
     text = printed.out + printed.err
     assert "done: 100 steps" in text and "ns/day" in text
@@ -41,6 +51,13 @@ def test_simulate_writes_a_trajectory_a_state_csv_and_status_lines(tmp_path, cap
     import zipfile
 
     assert "meta.json" in zipfile.ZipFile(tmp_path / "run.chk").namelist()
+
+
+@pytest.mark.slow  # ~8 s more than the run above; the default suite keeps its budget
+def test_simulate_resumes_from_a_checkpoint(tmp_path, capsys):
+    _, structure = _peptide_pdb(tmp_path)
+    _simulate_100_steps(tmp_path, structure)
+    capsys.readouterr()
     code = main(["simulate", str(structure), "--forcefield", "amber14-all.xml", "--steps", "50", "--out",
                  str(tmp_path / "more.dcd"), "--report-every", "25", "--resume", str(tmp_path / "run.chk")])
     assert code == 0 and "resuming from" in capsys.readouterr().out

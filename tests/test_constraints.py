@@ -197,6 +197,7 @@ def test_langevin_with_constraints_samples_the_canonical_kinetic_energy():
     assert abs(t_mean - temperature) < 4 * t_err
 
 
+@pytest.mark.slow  # ~10 s; the default suite differentiates through the CCMA chain
 def test_gradient_through_constraints_of_small_molecules():
     """Free rigid molecules: d(loss)/d(constraint distances)
     through 30 steps of LangevinMiddle (noise fixed) against central differences, 1e-6."""

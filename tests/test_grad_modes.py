@@ -238,7 +238,8 @@ def test_good_grad_mode_values_and_what_simulate_refuses():
         md.simulate(system, integrator, 5, grad_mode=10)
 
 
-@pytest.mark.parametrize("grad_mode", ["checkpointed", md.Checkpointed(7)], ids=["string", "segment-7"])
+@pytest.mark.parametrize("grad_mode", ["checkpointed", pytest.param(md.Checkpointed(7), marks=pytest.mark.slow)],
+                         ids=["string", "segment-7"])
 def test_checkpointed_values_equal_reverse(reverse_value_and_grad, grad_mode):
     """grad_mode="checkpointed" and Checkpointed(k) with k dividing neither the run (37 steps)
     nor the logger intervals: the value and the gradient of "reverse"."""
