@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="plot a state CSV: energies, temperature, volume against time",
                                description="Draw the CSV of `simulate --state` (StateDataReporter) as stacked "
-                                           "panels: energies, temperature, and the volume when it varies.")
+                                           "panels: potential energy, total energy, temperature, and the volume when it varies.")
     plot.add_argument("state", type=Path, help="state CSV")
     plot.add_argument("--out", type=Path, required=True, help="picture: .png, .pdf or .svg")
     plot.add_argument("--units", choices=("openmm", "reduced"), default="openmm",

@@ -82,8 +82,11 @@ STATE_COLUMNS = ("time_ps", "potential_energy", "kinetic_energy", "total_energy"
 
 
 def plot_state_csv(csv_path, path, units: UnitSystem = OPENMM_UNITS, title: str | None = None):
-    """Energies, temperature and (when it changes) the box volume against time, from the CSV of
-    `diffmd.io.StateDataReporter`, as stacked panels sharing the time axis.
+    """Potential energy, total energy, temperature and (when it changes) the box volume against
+    time, from the CSV of `diffmd.io.StateDataReporter`, as stacked panels sharing the time axis.
+    Each energy has its own axis: on one, the total's drift or a thermostat's fluctuations would
+    be flattened by the potential's offset (tens of thousands of kJ/mol for a protein in water);
+    the kinetic energy is the temperature panel's, scaled.
 
     The CSV holds the System's units; `units` only names them on the axes (OPENMM_UNITS:
     ps, kJ/mol, K, nm³; pass REDUCED_UNITS for a reduced-units run).
@@ -102,18 +105,16 @@ def plot_state_csv(csv_path, path, units: UnitSystem = OPENMM_UNITS, title: str 
     data = {c: np.array([float(r[c]) for r in rows]) for c in STATE_COLUMNS}
     volume = data["volume"]
     show_volume = bool(np.isfinite(volume).all() and np.ptp(volume) > 0)
-    fig, axes = plt.subplots(2 + show_volume, 1, figsize=(6, 2.2 * (2 + show_volume) + 0.6), sharex=True,
-                             layout="constrained")
-    time = data["time_ps"]
-    for column, label in (("potential_energy", "potential"), ("kinetic_energy", "kinetic"), ("total_energy", "total")):
-        axes[0].plot(time, data[column], label=label)
-    axes[0].set_ylabel(f"energy ({units.energy})")
-    axes[0].legend(loc="best", fontsize="small")
-    axes[1].plot(time, data["temperature"], color="tab:red")
-    axes[1].set_ylabel(f"temperature ({units.temperature})")
+    panels = [("potential_energy", f"potential ({units.energy})", "tab:blue"),
+              ("total_energy", f"total energy ({units.energy})", "tab:purple"),
+              ("temperature", f"temperature ({units.temperature})", "tab:red")]
     if show_volume:
-        axes[2].plot(time, volume, color="tab:green")
-        axes[2].set_ylabel(f"volume ({units.length}³)")
+        panels.append(("volume", f"volume ({units.length}³)", "tab:green"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6, 1.9 * len(panels) + 0.6), sharex=True, layout="constrained")
+    time = data["time_ps"]
+    for ax, (column, label, color) in zip(axes, panels):
+        ax.plot(time, data[column], color=color)
+        ax.set_ylabel(label)
     axes[-1].set_xlabel(f"time ({units.time})")
     fig.suptitle(title or csv_path.name)
     fig.align_ylabels(axes)
