@@ -56,12 +56,13 @@ learning_rate = 2e-2
 window = (0.43, 0.48)  # acceptance window of the σ averaged over the last 5 epochs
 
 
-def random_starts(key, n_starts=n_starts):
-    """The reference's `box_size .* rand(SVector{3})` and `velocity(mass, temp)`, once per start."""
+def random_starts(key, n_starts=n_starts, min_distance=0.0):
+    """The reference's `box_size .* rand(SVector{3})` and `velocity(mass, temp)`, once per start
+    (`min_distance`: no closer pairs, for the studies; the reference has none)."""
     coords, velocities = [], []
     for k in jax.random.split(key, n_starts):
         k_coords, k_velocities = jax.random.split(k)
-        coords.append(md.random_coords(k_coords, n_atoms, boundary))
+        coords.append(md.random_coords(k_coords, n_atoms, boundary, min_distance=min_distance))
         velocities.append(md.random_velocities(k_velocities, jnp.full(n_atoms, mass), temp, md.REDUCED_UNITS))
     return jnp.stack(coords), jnp.stack(velocities)
 

@@ -28,7 +28,7 @@ jax, jnp = study.jax, study.jnp
 
 
 def measure(cfg: study.Config, sigmas, n_starts: int = 64, seed: int = 20_000) -> dict:
-    coords, velocities = study.random_starts(jax.random.PRNGKey(seed), n_starts, cfg.min_distance)
+    coords, velocities = study.example.random_starts(jax.random.PRNGKey(seed), n_starts, cfg.min_distance)
     forward = jax.jit(lambda s, c, v: study.over_starts(lambda cc, vv: study.final_separation(s, cc, vv, cfg),
                                                         cfg, c, v))
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ from diffmd.io import save_figure, write_json  # noqa: E402
 
 def measure(cfg: study.Config, sigma: float = 0.46, n_starts: int = 64, seed: int = 10_000) -> dict:
     """Single-start gradients at σ, computed cfg.starts at a time with the training's compiled function."""
-    coords, velocities = study.random_starts(study.jax.random.PRNGKey(seed), n_starts, cfg.min_distance)
+    coords, velocities = study.example.random_starts(study.jax.random.PRNGKey(seed), n_starts, cfg.min_distance)
     t0 = time.perf_counter()
     grads, mms = [], []
     for i in range(0, n_starts, cfg.starts):

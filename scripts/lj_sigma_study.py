@@ -61,17 +61,6 @@ class Config:
         return out + ([f"starts={self.starts}"] if self.starts > 1 else [])
 
 
-def random_starts(key, n_starts: int, min_distance: float = 0.0):
-    """The example's random starts (the same for the same key), optionally without overlaps."""
-    masses = jnp.full(example.n_atoms, example.mass)
-    coords, velocities = [], []
-    for k in jax.random.split(key, n_starts):
-        k_coords, k_velocities = jax.random.split(k)
-        coords.append(md.random_coords(k_coords, example.n_atoms, example.boundary, min_distance=min_distance))
-        velocities.append(md.random_velocities(k_velocities, masses, example.temp, md.REDUCED_UNITS))
-    return jnp.stack(coords), jnp.stack(velocities)
-
-
 def final_separation(sigma, coords, velocities, cfg: Config):
     """Mean minimum separation after cfg.n_steps of one start (the example's loss, cap optional)."""
     lj = md.LennardJones(use_neighbors=True, cutoff=md.ShiftedPotentialCutoff(1.0), force_cap=cfg.force_cap)
@@ -118,8 +107,8 @@ def train(cfg: Config, seed: int = 0, verbose: bool = True) -> dict:
     history = {name: [] for name in ("sigma", "mms_end", "loss", "grad", "grad_per_start")}
     blew_up = None
     for epoch_n in range(1, cfg.n_epochs + 1):
-        coords, velocities = random_starts(key if cfg.fixed_start else jax.random.fold_in(key, epoch_n),
-                                           cfg.starts, cfg.min_distance)
+        coords, velocities = example.random_starts(key if cfg.fixed_start else jax.random.fold_in(key, epoch_n),
+                                                   cfg.starts, cfg.min_distance)
         (losses, mms), grads = gradient_fn(cfg)(sigma, coords, velocities)
         used = grads if cfg.clip_per_start is None else jnp.clip(grads, -cfg.clip_per_start, cfg.clip_per_start)
         grad = float(jnp.mean(used))

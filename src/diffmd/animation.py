@@ -96,6 +96,17 @@ def bond_segments(coords, bonds, box=None) -> np.ndarray:
     return np.stack([start, start + d], axis=1)
 
 
+def bond_lines(coords, bonds, box=None) -> np.ndarray:
+    """The lines that draw `bonds` in a picture: `bond_segments`, and, for a bond across a face
+    of the box, the same bond drawn from its second atom too (a stub out of each side)."""
+    segments = bond_segments(coords, bonds, box)
+    if box is None:
+        return segments
+    across = ((segments[:, 1] < 0) | (segments[:, 1] > np.asarray(box))).any(axis=1)
+    reversed_bonds = np.asarray(bonds, np.int64).reshape(-1, 2)[across, ::-1]
+    return np.concatenate([segments, bond_segments(coords, reversed_bonds, box)])
+
+
 def _checked(frames, box, bonds, colors, captions, dims):
     """The inputs as arrays, or a ValueError naming what is wrong."""
     coords = np.asarray(frames, np.float64)
@@ -180,12 +191,8 @@ def _draw(ax, frame, box, bonds, colors, size, n_dims):
     drawn = []
     positions = frame if box is None else np.mod(frame, box)
     if len(bonds):
-        segments = bond_segments(frame, bonds, box)
-        if box is not None:  # a bond across a face is drawn from both of its atoms, each side of the box
-            across = ((segments[:, 1] < 0) | (segments[:, 1] > box)).any(axis=1)
-            segments = np.concatenate([segments, bond_segments(frame, bonds[across, ::-1], box)])
-        lines = (Line3DCollection if n_dims == 3 else LineCollection)(segments, colors="0.35", linewidths=2.0,
-                                                                        zorder=1)
+        lines = (Line3DCollection if n_dims == 3 else LineCollection)(bond_lines(frame, bonds, box), colors="0.35",
+                                                                        linewidths=2.0, zorder=1)
         ax.add_collection3d(lines) if n_dims == 3 else ax.add_collection(lines)
         drawn.append(lines)
     drawn.append(ax.scatter(*positions.T, s=size, c=colors, edgecolors="k", linewidths=0.5, zorder=2))

@@ -11,8 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 
-from .io import save_figure  # noqa: E402
+from .animation import bond_lines  # noqa: E402
+from .io import StateDataReporter, save_figure  # noqa: E402
 from .observables import rdf_histogram  # noqa: E402
 from .units import OPENMM_UNITS, UnitSystem  # noqa: E402
 
@@ -57,14 +59,17 @@ def plot_atoms(frames: dict, path, bonds=(), box=None, title: str = ""):
 
     Args:
         frames: dict label → (N, D) coordinates, e.g. {"before": c0, "after": c1}.
-        bonds: pairs (i, j) drawn as lines.
-        box: (Lx, Ly) limits of the axes.
+        bonds: pairs (i, j) drawn as lines (along the minimum image when there is a box).
+        box: (Lx, Ly) of the periodic box: the axes' limits; atoms are wrapped into it.
     """
     fig, axes = plt.subplots(1, len(frames), figsize=(4 * len(frames), 4), squeeze=False)
     for ax, (label, coords) in zip(axes[0], frames.items()):
         xy = np.asarray(coords)[:, :2]
-        for i, j in bonds:
-            ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="gray", zorder=1)
+        if len(bonds):
+            ax.add_collection(LineCollection(bond_lines(xy, bonds, None if box is None else box[:2]),
+                                             colors="gray", zorder=1))
+        if box is not None:
+            xy = np.mod(xy, box[:2])
         ax.scatter(xy[:, 0], xy[:, 1], s=300, c=np.arange(len(xy)) % 10, cmap="tab10", zorder=2, edgecolors="k")
         if box is not None:
             ax.set_xlim(0, box[0])
@@ -76,9 +81,6 @@ def plot_atoms(frames: dict, path, bonds=(), box=None, title: str = ""):
     out = save_figure(fig, path)
     plt.close(fig)
     return out
-
-
-STATE_COLUMNS = ("time_ps", "potential_energy", "kinetic_energy", "total_energy", "temperature", "volume")
 
 
 def plot_state_csv(csv_path, path, units: UnitSystem = OPENMM_UNITS, title: str | None = None):
@@ -96,13 +98,13 @@ def plot_state_csv(csv_path, path, units: UnitSystem = OPENMM_UNITS, title: str 
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
             raise ValueError(f"{csv_path}: empty file, not a state CSV")
-        missing = [c for c in STATE_COLUMNS if c not in reader.fieldnames]
+        missing = [c for c in StateDataReporter.COLUMNS if c not in reader.fieldnames]
         if missing:
             raise ValueError(f"{csv_path}: not a state CSV: no column {', '.join(missing)}")
         rows = list(reader)
     if not rows:
         raise ValueError(f"{csv_path}: the state CSV has a header but no rows yet")
-    data = {c: np.array([float(r[c]) for r in rows]) for c in STATE_COLUMNS}
+    data = {c: np.array([float(r[c]) for r in rows]) for c in StateDataReporter.COLUMNS}
     volume = data["volume"]
     show_volume = bool(np.isfinite(volume).all() and np.ptp(volume) > 0)
     panels = [("potential_energy", f"potential ({units.energy})", "tab:blue"),
